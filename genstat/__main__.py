@@ -1,0 +1,6 @@
+"""``python -m genstat`` is the same as the ``genstat`` command."""
+import sys
+
+from genstat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Bures-Wasserstein distance and BW-UVP between Gaussians (issue: lightsb)."""
+__all__: list[str] = []

@@ -1,0 +1,105 @@
+"""Small neural networks for fields of (t, x): MLPs with a sinusoidal time/noise embedding."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["TimeEmbedding", "MLP", "TimeMLP"]
+
+_ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus,
+                "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of a scalar t (time or log-noise level): (n,) -> (n, dim).
+
+    ``dim`` features: ``[t, sin(2^j pi t), cos(2^j pi t) ...]``-style Fourier features with geometric
+    frequencies from 1 to ``max_freq``.
+    """
+
+    def __init__(self, dim: int = 16, max_freq: float = 64.0):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"dim must be an even integer >= 2, got {dim}")
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), dim // 2)) * math.pi
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(-1, 1).to(self.freqs.dtype)
+        a = t * self.freqs
+        return torch.cat([torch.sin(a), torch.cos(a)], -1)
+
+
+class MLP(nn.Module):
+    """Plain MLP ``in_dim -> hidden x depth -> out_dim``."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu"):
+        super().__init__()
+        for name, v in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("depth", depth)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        act = _activation(activation)
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), act()]
+            d = hidden
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TimeMLP(nn.Module):
+    """A field ``(t, x) -> R^out_dim``: MLP on ``[x, embed(t)]``.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension of x.
+    out_dim : int, optional
+        Output dimension (default ``dim``).
+    hidden, depth : int
+        Width and number of hidden layers.
+    time_embedding : int
+        Size of the sinusoidal embedding of t (0: feed t raw).
+    activation : str
+        ``silu`` (default), ``selu``, ``gelu``, ``tanh``, ``softplus``, ``relu``, ``elu``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> f = TimeMLP(2)
+    >>> f(torch.rand(5), torch.randn(5, 2)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(self, dim: int, out_dim: int | None = None, hidden: int = 128, depth: int = 3,
+                 time_embedding: int = 16, activation: str = "silu"):
+        super().__init__()
+        self.dim = dim
+        self.embed = TimeEmbedding(time_embedding) if time_embedding else None
+        t_dim = time_embedding if time_embedding else 1
+        self.mlp = MLP(dim + t_dim, out_dim or dim, hidden, depth, activation)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        t = t.reshape(-1)
+        if t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        emb = self.embed(t).to(x.dtype) if self.embed is not None else t[:, None]
+        return self.mlp(torch.cat([x, emb], -1))
