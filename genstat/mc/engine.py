@@ -196,20 +196,6 @@ def estimate(
         elif (1 if y.ndim == 1 else y.shape[1]) != k_out or (y.ndim == 1) != scalar_out:
             raise ValueError(f"fn returned shape {tuple(y.shape)}, inconsistent with earlier batches (k={k_out})")
         y = y.reshape(n, k_out).to(torch.float64)
-        bad = ~torch.isfinite(y)
-        if bool(bad.any()):
-            per_block = bad.any(1).reshape(-1)
-            offsets = [0]
-            for b in group:
-                offsets.append(offsets[-1] + block_len(b))
-            for j, b in enumerate(group):
-                cnt = int(bad[offsets[j] : offsets[j + 1]].sum())
-                if cnt:
-                    raise ValueError(
-                        f"fn returned {cnt} non-finite value(s) (NaN or inf) in block {b} "
-                        f"(samples {b * block_size}..{b * block_size + block_len(b) - 1}, seed {seed})"
-                    )
-            del per_block
         lw = None
         if log_weight is not None:
             lw = log_weight(x)
@@ -235,8 +221,9 @@ def estimate(
                 parts.append(RunningMoments.from_batch(y[o : o + m], None if lw is None else lw[o : o + m]))
                 o += m
             mom = RunningMoments.stack(parts)
-        rows = torch.stack([RunningMoments(**{f: getattr(mom, f)[i] for f in RunningMoments.__slots__}).flatten()
-                            for i in range(len(group))])
+        if not bool(torch.isfinite(mom.mean).all()):
+            _raise_non_finite(y, group, lens, seed, block_size)
+        rows = mom.flatten_blocks()
         return rows, True
 
     for cp in checkpoints:
@@ -322,8 +309,20 @@ def _agree_width(width, dev) -> int:
 
 
 def _reduce(rows: torch.Tensor, k: int) -> RunningMoments:
-    parts = [RunningMoments.unflatten(r, k) for r in rows]
-    return RunningMoments.stack(parts).reduce()
+    return RunningMoments.unflatten_blocks(rows, k).reduce()
+
+
+def _raise_non_finite(y: torch.Tensor, group: list[int], lens: list[int], seed: int, block_size: int) -> None:
+    o = 0
+    for b, m in zip(group, lens):
+        cnt = int((~torch.isfinite(y[o : o + m])).any(1).sum())
+        if cnt:
+            raise ValueError(
+                f"fn returned {cnt} non-finite value(s) (NaN or inf) in block {b} "
+                f"(samples {b * block_size}..{b * block_size + m - 1}, seed {seed})"
+            )
+        o += m
+    raise ValueError("fn returned values whose block statistics overflow (too large for float64)")
 
 
 def _summarise(stats: RunningMoments, mode: str, k: int):

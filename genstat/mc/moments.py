@@ -205,6 +205,24 @@ class RunningMoments:
         """Pack into one float64 vector (used for distributed reduction)."""
         return torch.cat([getattr(self, k).to(torch.float64).reshape(-1) for k in self.__slots__])
 
+    def flatten_blocks(self) -> torch.Tensor:
+        """Pack statistics with a leading block dimension into a (B, width) float64 tensor."""
+        if not _is_batched(self):
+            return self.flatten()[None]
+        b = self.count.shape[0]
+        return torch.cat([getattr(self, k).to(torch.float64).reshape(b, -1) for k in self.__slots__], 1)
+
+    @classmethod
+    def unflatten_blocks(cls, rows: torch.Tensor, k: int) -> "RunningMoments":
+        """Inverse of :meth:`flatten_blocks`: (B, width) -> statistics with a block dimension."""
+        b = rows.shape[0]
+        sizes = [1, 1, 1, 1, k, k * k, k * k, k]
+        parts = torch.split(rows, sizes, dim=1)
+        shapes = [(b,), (b,), (b,), (b,), (b, k), (b, k, k), (b, k, k), (b, k)]
+        vals = [p.reshape(s) for p, s in zip(parts, shapes)]
+        vals[0] = vals[0].round().to(torch.int64)
+        return cls(*vals)
+
     @classmethod
     def unflatten(cls, v: torch.Tensor, k: int) -> "RunningMoments":
         sizes = [1, 1, 1, 1, k, k * k, k * k, k]
