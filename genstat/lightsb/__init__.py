@@ -1,0 +1,20 @@
+"""Light Schroedinger Bridge (Korotin, Gushchin & Burnaev, ICLR 2024) with exact Gaussian oracles
+and the entropic OT benchmark construction of Gushchin et al. (NeurIPS 2023)."""
+from __future__ import annotations
+
+from .benchmark import EOTBenchmark
+from .metrics import CBW2UVPResult, cbw2_uvp
+from .mixture import GaussianMixture
+from .model import FitResult, LightSB
+from .oracle import GaussianEOT, gaussian_eot
+
+__all__ = [
+    "CBW2UVPResult",
+    "EOTBenchmark",
+    "FitResult",
+    "GaussianEOT",
+    "GaussianMixture",
+    "LightSB",
+    "cbw2_uvp",
+    "gaussian_eot",
+]

@@ -1,0 +1,172 @@
+"""Entropic OT benchmark pairs with a known conditional plan (Gushchin et al., NeurIPS 2023).
+
+The pairs are rebuilt offline from the construction's formulas and a seed (the published files are
+not reachable): ``P0`` is a Gaussian mixture, the potential ``f(y) = sum_k q_k N(y | m_k, Lambda_k)``
+and the optimal plan is
+
+``pi*(y | x) = sum_k w_k(x) N(y | Lt_k (Lambda_k^-1 m_k + x / eps), Lt_k)``,
+``Lt_k = (I / eps + Lambda_k^-1)^-1``, ``w_k(x) ∝ q_k N(x | m_k, Lambda_k + eps I)``;
+``P1`` is the law of ``y``. The parameters drawn here are this project's own choice (documented in
+docs/lightsb.md), so absolute numbers are comparable to the paper's only in spirit.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from genstat.mc import block_generator, estimate
+
+from .mixture import GaussianMixture
+from .model import LightSB, _check_epsilon
+
+__all__ = ["EOTBenchmark"]
+
+
+def _random_spd(d: int, n: int, low: float, high: float, gen: torch.Generator) -> Tensor:
+    """``n`` SPD matrices ``Q diag(u) Q^T`` with Haar rotations and log-uniform spectrum in [low, high]."""
+    z = torch.randn(n, d, d, generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(z)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    u = torch.exp(math.log(low) + (math.log(high) - math.log(low))
+                  * torch.rand(n, d, generator=gen, dtype=torch.float64))
+    out = (q * u.unsqueeze(-2)) @ q.mT
+    return 0.5 * (out + out.mT)
+
+
+class EOTBenchmark:
+    """A reproducible EOT pair with an exact conditional plan.
+
+    Parameters
+    ----------
+    dim : int
+    epsilon : float
+    n_input_components : int
+        Components of the Gaussian-mixture input ``P0`` (means on a sphere of radius 2, covariances
+        with spectrum in [0.25, 1], equal weights).
+    n_potential_components : int
+        Components of the potential ``f`` (means ``N(0, 4 I / ...)`` scaled to radius ~3,
+        ``Lambda_k`` with spectrum in [0.25, 2], Dirichlet-like weights).
+    seed : int
+        Every parameter is a function of ``(seed, dim, epsilon-independent streams)``.
+    dtype : torch.dtype
+        Of the stored parameters (float64 default).
+
+    References
+    ----------
+    N. Gushchin, A. Kolesov, P. Mokrov, et al., "Building the Bridge of Schroedinger: A Continuous
+    Entropic Optimal Transport Benchmark", NeurIPS 2023.
+
+    Examples
+    --------
+    >>> bm = EOTBenchmark(2, 0.1, seed=0)
+    >>> bm.sample_source(5).shape, bm.sample_target(5).shape
+    (torch.Size([5, 2]), torch.Size([5, 2]))
+    """
+
+    def __init__(self, dim: int, epsilon: float, *, n_input_components: int = 3,
+                 n_potential_components: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64):
+        for name, v in (("dim", dim), ("n_input_components", n_input_components),
+                        ("n_potential_components", n_potential_components)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.dim, self.epsilon, self.seed = dim, _check_epsilon(epsilon), seed
+        self.dtype = dtype
+        gen = block_generator(seed, dim, stream=7)  # parameters depend on (seed, dim), not on eps
+        k0, k1 = n_input_components, n_potential_components
+
+        def sphere(n: int, radius: float) -> Tensor:
+            v = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+            return radius * v / v.norm(dim=1, keepdim=True)
+
+        self.input_weights = torch.full((k0,), 1.0 / k0, dtype=torch.float64)
+        self.input_means = sphere(k0, 2.0)
+        self.input_covariances = _random_spd(dim, k0, 0.25, 1.0, gen)
+        q = -torch.log(torch.rand(k1, generator=gen, dtype=torch.float64))
+        self.potential_weights = q / q.sum()
+        self.potential_means = sphere(k1, 3.0)
+        self.potential_covariances = _random_spd(dim, k1, 0.25, 2.0, gen)
+        eye = torch.eye(dim, dtype=torch.float64)
+        lam_inv = torch.linalg.inv(self.potential_covariances)
+        self.plan_covariances = torch.linalg.inv(eye / self.epsilon + lam_inv)  # Lt_k
+        self._plan_shift = (self.plan_covariances @ (lam_inv @ self.potential_means.unsqueeze(-1))).squeeze(-1)
+        smooth = self.potential_covariances + self.epsilon * eye
+        self._smooth_tril = torch.linalg.cholesky(smooth)
+        self._input_tril = torch.linalg.cholesky(self.input_covariances)
+        self._target_variance: float | None = None
+
+    # ------------------------------------------------------------------ plan
+    def _check_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(getattr(x, 'shape', ()))}")
+        return x.to(torch.float64)
+
+    def conditional(self, x: Tensor) -> GaussianMixture:
+        """The exact optimal plan ``pi*(. | x)`` (float64), directly from the construction's formulas."""
+        x = self._check_x(x)
+        diff = x.unsqueeze(0) - self.potential_means.unsqueeze(1)  # (K, n, d)
+        sol = torch.linalg.solve_triangular(self._smooth_tril, diff.mT, upper=False)
+        logdet = torch.log(torch.diagonal(self._smooth_tril, dim1=-2, dim2=-1)).sum(-1)
+        log_w = (torch.log(self.potential_weights).unsqueeze(1) - logdet.unsqueeze(1)
+                 - 0.5 * (sol**2).sum(-2))  # (K, n)
+        means = self._plan_shift.unsqueeze(0) + torch.einsum("kij,nj->nki", self.plan_covariances, x) / self.epsilon
+        return GaussianMixture(log_w.T, means, self.plan_covariances)
+
+    def as_lightsb(self, dtype: torch.dtype | None = None) -> LightSB:
+        """The exact plan written as a full-covariance :class:`LightSB` with ``K = n_potential_components``.
+
+        ``eps S_k = Lt_k``, ``r_k = Lt_k Lambda_k^-1 m_k``,
+        ``log alpha_k = log q_k - log det(Lambda_k + eps I) / 2 - m_k^T (Lambda_k + eps I)^-1 m_k / 2``.
+        """
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        smooth = self.potential_covariances + self.epsilon * eye
+        m = self.potential_means
+        quad = (m.unsqueeze(1) @ torch.linalg.solve(smooth, m.unsqueeze(-1))).reshape(-1)
+        log_alpha = torch.log(self.potential_weights) - 0.5 * torch.logdet(smooth) - 0.5 * quad
+        model = LightSB(self.dim, m.shape[0], self.epsilon, dtype=dtype or torch.float64)
+        return model.set_parameters(log_alpha=log_alpha, r=self._plan_shift, S=self.plan_covariances / self.epsilon)
+
+    # ------------------------------------------------------------------ samplers
+    def sample_source(self, n: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> Tensor:
+        """``n`` samples of ``P0`` (a sampler ``(n, generator, device)`` usable by genstat.mc).
+
+        Without ``generator`` a fixed one seeded from the benchmark's seed is used (same draws each call).
+        """
+        if generator is None:
+            generator = block_generator(self.seed, 0, stream=1)
+        idx = torch.multinomial(self.input_weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        x = self.input_means[idx] + (self._input_tril[idx] @ z.unsqueeze(-1)).squeeze(-1)
+        return x.to(dtype=self.dtype, device=device)
+
+    def sample_target(self, n: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> Tensor:
+        """``n`` samples of ``P1`` (``x ~ P0``, then ``y ~ pi*(. | x)``)."""
+        return self.sample_pairs(n, generator, device)[1]
+
+    def sample_pairs(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` pairs ``(x, y) ~ pi*``."""
+        if generator is None:
+            generator = block_generator(self.seed, 0, stream=2)
+        x = self.sample_source(n, generator).to(torch.float64)
+        y = self.conditional(x).sample(1, generator=generator)[:, 0]
+        return x.to(dtype=self.dtype, device=device), y.to(dtype=self.dtype, device=device)
+
+    @property
+    def target_variance(self) -> float:
+        """``tr Cov(P1)`` by Monte Carlo over ``x`` with exact conditional moments (2^17 draws)."""
+        if self._target_variance is None:
+            def fn(x: Tensor) -> Tensor:
+                gm = self.conditional(x)
+                m = gm.mean()
+                second = torch.diagonal(gm.covariance(), dim1=-2, dim2=-1).sum(-1) + (m**2).sum(-1)
+                return torch.cat([second.unsqueeze(1), m], dim=1)
+
+            res = estimate(fn, lambda n, g, dev: self.sample_source(n, g).to(torch.float64), 2**17,
+                           seed=self.seed, block_size=4096)
+            est = res.estimate
+            self._target_variance = float(est[0] - (est[1:] ** 2).sum())
+        return self._target_variance

@@ -1,0 +1,412 @@
+"""Light Schroedinger Bridge: a Gaussian-mixture adjusted potential with closed-form plan and drift.
+
+Convention (REFERENCE.md section 2): entropic OT ``min E|x - y|^2 / 2 + eps KL(pi || P0 x P1)``,
+equivalently the Schroedinger bridge with reference process ``dX = sqrt(eps) dW`` on ``[0, 1]``.
+The adjusted potential is ``v(y) = sum_k alpha_k N(y | r_k, eps S_k)``; the plan is
+``pi(y | x) = sum_k w_k(x) N(y | r_k + S_k x, eps S_k)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from genstat.mc import block_generator, sample_distribution
+
+from .mixture import GaussianMixture
+
+__all__ = ["LightSB", "FitResult"]
+
+Source = Tensor | Callable | torch.distributions.Distribution
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    """Training record of :meth:`LightSB.fit`.
+
+    Attributes
+    ----------
+    losses : Tensor, shape (steps,)
+        Loss per step (float64, CPU); the loss is ``KL(pi* || pi_theta)`` up to a constant.
+    lrs : Tensor, shape (steps,)
+        Learning rate used at each step.
+    wall_time : float
+        Seconds spent in :meth:`LightSB.fit`.
+    steps, batch_size : int
+    """
+
+    losses: Tensor
+    lrs: Tensor
+    wall_time: float
+    steps: int
+    batch_size: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table with columns ``step, loss, lr``."""
+        return pd.DataFrame({"step": range(1, self.steps + 1), "loss": self.losses.numpy(),
+                             "lr": self.lrs.numpy()})
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise TypeError(f"epsilon must be a float, got {type(epsilon).__name__}")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be positive and finite, got {epsilon}")
+    return float(epsilon)
+
+
+class LightSB(nn.Module):
+    """Light Schroedinger Bridge (Korotin, Gushchin & Burnaev, ICLR 2024).
+
+    Parameters
+    ----------
+    dim : int
+        Dimension ``d``.
+    n_potentials : int
+        Number ``K`` of Gaussian components of the adjusted potential.
+    epsilon : float
+        Entropic regularisation (the reference Brownian motion has variance ``eps t``).
+    covariance : {"full", "diagonal"}
+        ``S_k = L_k L_k^T`` with a Cholesky factor (log-diagonal), or ``S_k = diag(exp(s_k))``.
+    init_scale : float
+        Initial ``S_k = init_scale * I``.
+    dtype, device : optional
+        Of the parameters (float64 recommended for tight accuracy).
+
+    References
+    ----------
+    A. Korotin, N. Gushchin, E. Burnaev, "Light Schroedinger Bridge", ICLR 2024, eqs. (9)-(14).
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = LightSB(2, 3, 0.5)
+    >>> m.init_from(torch.randn(100, 2, generator=torch.Generator().manual_seed(0)))
+    >>> m.sample(torch.zeros(4, 2), generator=torch.Generator().manual_seed(1)).shape
+    torch.Size([4, 1, 2])
+    """
+
+    def __init__(self, dim: int, n_potentials: int, epsilon: float, *,
+                 covariance: Literal["full", "diagonal"] = "full", init_scale: float = 1.0,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        for name, v in (("dim", dim), ("n_potentials", n_potentials)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if covariance not in ("full", "diagonal"):
+            raise ValueError(f"covariance must be 'full' or 'diagonal', got {covariance!r}")
+        if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        self.dim, self.n_potentials = dim, n_potentials
+        self.epsilon = _check_epsilon(epsilon)
+        self.covariance = covariance
+        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        self.log_alpha = nn.Parameter(torch.zeros(n_potentials, **kw))
+        self.r = nn.Parameter(torch.zeros(n_potentials, dim, **kw))
+        self.log_s = nn.Parameter(torch.full((n_potentials, dim), math.log(init_scale), **kw))
+        if covariance == "full":
+            # strictly lower triangle of the Cholesky factor; the diagonal is exp(log_s / 2)
+            self.lower = nn.Parameter(torch.zeros(n_potentials, dim, dim, **kw))
+        self.register_buffer("_initialized", torch.tensor(False), persistent=True)
+
+    # ------------------------------------------------------------------ parameters
+    def scale_tril(self) -> Tensor:
+        """Cholesky factors ``L_k`` of ``S_k``, shape (K, d, d)."""
+        diag = torch.diag_embed(torch.exp(0.5 * self.log_s))
+        if self.covariance == "diagonal":
+            return diag
+        return torch.tril(self.lower, diagonal=-1) + diag
+
+    def S(self) -> Tensor:
+        """The matrices ``S_k``, shape (K, d, d)."""
+        if self.covariance == "diagonal":
+            return torch.diag_embed(self.log_s.exp())
+        tril = self.scale_tril()
+        return tril @ tril.mT
+
+    def _logdet_S(self) -> Tensor:
+        return self.log_s.sum(-1)
+
+    @torch.no_grad()
+    def set_parameters(self, *, log_alpha: Tensor | None = None, r: Tensor | None = None,
+                       S: Tensor | None = None) -> LightSB:
+        """Set ``log alpha`` (K,), ``r`` (K, d) and/or ``S`` (K, d, d) (SPD; diagonal models keep its diagonal)."""
+        k, d = self.n_potentials, self.dim
+        if log_alpha is not None:
+            if log_alpha.shape != (k,):
+                raise ValueError(f"log_alpha must have shape ({k},), got {tuple(log_alpha.shape)}")
+            self.log_alpha.copy_(log_alpha)
+        if r is not None:
+            if r.shape != (k, d):
+                raise ValueError(f"r must have shape ({k}, {d}), got {tuple(r.shape)}")
+            self.r.copy_(r)
+        if S is not None:
+            if S.shape != (k, d, d):
+                raise ValueError(f"S must have shape ({k}, {d}, {d}), got {tuple(S.shape)}")
+            if self.covariance == "diagonal":
+                diag = torch.diagonal(S, dim1=-2, dim2=-1)
+                if not bool((diag > 0).all()):
+                    raise ValueError("S must have a positive diagonal")
+                self.log_s.copy_(diag.log())
+            else:
+                tril, info = torch.linalg.cholesky_ex(0.5 * (S + S.mT).to(self.log_s.dtype))
+                if bool((info != 0).any()):
+                    raise ValueError("S must be symmetric positive definite")
+                dg = torch.diagonal(tril, dim1=-2, dim2=-1)
+                self.log_s.copy_(2 * dg.log())
+                self.lower.copy_(torch.tril(tril, diagonal=-1))
+        self._initialized.fill_(True)
+        return self
+
+    @torch.no_grad()
+    def init_from(self, target_samples: Tensor, *, generator: torch.Generator | None = None) -> None:
+        """Centres ``r_k`` at ``K`` target samples (random rows with ``generator``, else the first K)."""
+        y = self._as_batch(target_samples, "target_samples")
+        if y.shape[0] < self.n_potentials:
+            raise ValueError(f"target_samples needs at least n_potentials={self.n_potentials} rows, "
+                             f"got {y.shape[0]}")
+        if generator is None:
+            idx = torch.arange(self.n_potentials)
+        else:
+            idx = torch.randperm(y.shape[0], generator=generator, device=generator.device)[: self.n_potentials]
+        if self.n_potentials == 1:
+            self.r.copy_(y.mean(0, keepdim=True))
+        else:
+            self.r.copy_(y[idx.to(y.device)])
+        self._initialized.fill_(True)
+
+    def _as_batch(self, x: Tensor, name: str) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must be finite (found NaN or inf)")
+        return x.to(dtype=self.r.dtype, device=self.r.device)
+
+    # ------------------------------------------------------------------ plan
+    def _log_weights(self, x: Tensor, tril: Tensor) -> Tensor:
+        """``log alpha_k + (x^T S_k x + 2 r_k^T x) / (2 eps)``, shape (n, K)."""
+        if self.covariance == "diagonal":
+            quad = (x * x) @ self.log_s.exp().T
+        else:
+            quad = (torch.einsum("nd,kde->nke", x, tril) ** 2).sum(-1)
+        return self.log_alpha + (quad + 2 * x @ self.r.T) / (2 * self.epsilon)
+
+    def log_c(self, x: Tensor) -> Tensor:
+        """``log c(x) = log int exp(x^T y / eps) v(y) dy``, shape (n,)."""
+        return torch.logsumexp(self._log_weights(x, self.scale_tril()), dim=1)
+
+    def log_v(self, y: Tensor) -> Tensor:
+        """Log adjusted potential ``log sum_k alpha_k N(y | r_k, eps S_k)``, shape (n,)."""
+        diff = y.unsqueeze(0) - self.r.unsqueeze(1)  # (K, n, d)
+        if self.covariance == "diagonal":
+            maha = (diff**2 / self.log_s.exp().unsqueeze(1)).sum(-1)
+        else:
+            sol = torch.linalg.solve_triangular(self.scale_tril(), diff.mT, upper=False)
+            maha = (sol**2).sum(-2)
+        comp = -0.5 * maha / self.epsilon - 0.5 * self._logdet_S().unsqueeze(1)
+        const = -0.5 * self.dim * math.log(2 * math.pi * self.epsilon)
+        return torch.logsumexp(self.log_alpha.unsqueeze(1) + comp, dim=0) + const
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """LightSB objective ``E log c(x) - E log v(y)`` (``KL(pi*||pi_theta)`` + const), eq. (13)."""
+        return self.log_c(x).mean() - self.log_v(y).mean()
+
+    def conditional(self, x: Tensor) -> GaussianMixture:
+        """The plan ``pi(. | x)`` as a :class:`GaussianMixture` (n mixtures of K components).
+
+        Parameters
+        ----------
+        x : Tensor, shape (n, d)
+
+        Returns
+        -------
+        GaussianMixture
+            ``weights (n, K)``, ``means r_k + S_k x (n, K, d)``, ``covariances eps S_k``.
+        """
+        x = self._as_batch(x, "x")
+        tril = self.scale_tril()
+        S = tril @ tril.mT
+        means = self.r.unsqueeze(0) + torch.einsum("kij,nj->nki", S, x)
+        return GaussianMixture(self._log_weights(x, tril), means, self.epsilon * S)
+
+    def sample(self, x: Tensor, n_per_x: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``y ~ pi(. | x)``; shape (n, n_per_x, d)."""
+        return self.conditional(x).sample(n_per_x, generator=generator)
+
+    # ------------------------------------------------------------------ bridge
+    def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """Closed-form SB drift ``g(x, t) = eps grad_x log h(x, t)``, no autograd.
+
+        ``h(x, t) = sum_k alpha_k N(x | r_k, eps((1 - t) I + S_k))``, so
+        ``g = sum_k w_k(x, t) ((1 - t) I + S_k)^{-1} (r_k - x)``: algebraically equal to the paper's
+        ``(sum_k softmax(l)_k A_k^{-1} c_k - x) / (1 - t)`` and finite up to ``t = 1``.
+
+        Parameters
+        ----------
+        x : Tensor, shape (n, d)
+        t : float or Tensor of shape () or (n,), in [0, 1]
+
+        Returns
+        -------
+        Tensor, shape (n, d)
+        """
+        x = self._as_batch(x, "x")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != x.shape[0]):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+        one_minus = (1 - t).reshape(-1, 1, 1)  # (n or 1, 1, 1)
+        diff = self.r.unsqueeze(0) - x.unsqueeze(1)  # (n, K, d)
+        if self.covariance == "diagonal":
+            lam = self.log_s.exp().unsqueeze(0) + one_minus  # (n, K, d) eigenvalues of (1-t) I + S_k
+            proj = diff
+        else:
+            evals, evecs = torch.linalg.eigh(self.S())  # (K, d), (K, d, d)
+            lam = evals.unsqueeze(0) + one_minus
+            proj = torch.einsum("kji,nkj->nki", evecs, diff)  # U_k^T (r_k - x)
+        log_h = (self.log_alpha - 0.5 * torch.log(lam).sum(-1)
+                 - 0.5 * (proj**2 / lam).sum(-1) / self.epsilon)  # (n, K)
+        w = torch.softmax(log_h, dim=1)
+        step = proj / lam
+        if self.covariance == "full":
+            step = torch.einsum("kij,nkj->nki", evecs, step)
+        return torch.einsum("nk,nkd->nd", w, step)
+
+    def sample_trajectory(self, x0: Tensor, steps: int, *, method: Literal["bridge", "em"] = "bridge",
+                          generator: torch.Generator | None = None) -> Tensor:
+        """Sample SB paths on the grid ``t_i = i / steps``.
+
+        ``"bridge"``: exact, ``y ~ pi(. | x0)`` then the Brownian bridge from ``x0`` to ``y``
+        (variance ``eps t (1 - t)``) sampled sequentially. ``"em"``: Euler-Maruyama on
+        ``dX = g(X, t) dt + sqrt(eps) dW``.
+
+        Parameters
+        ----------
+        x0 : Tensor, shape (n, d)
+        steps : int
+        method : {"bridge", "em"}
+        generator : torch.Generator, optional
+
+        Returns
+        -------
+        Tensor, shape (steps + 1, n, d)
+            ``out[i]`` is ``X_{i / steps}``.
+        """
+        x = self._as_batch(x0, "x0")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if method not in ("bridge", "em"):
+            raise ValueError(f"method must be 'bridge' or 'em', got {method!r}")
+        h = 1.0 / steps
+        out = [x]
+        with torch.no_grad():
+            y = self.sample(x, generator=generator)[:, 0] if method == "bridge" else None
+            for i in range(steps):
+                t = i * h
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                if method == "bridge":
+                    rest = 1.0 - t
+                    var = self.epsilon * h * max(rest - h, 0.0) / rest
+                    x = x + (h / rest) * (y - x) + math.sqrt(var) * z
+                else:
+                    x = x + h * self.drift(x, t) + math.sqrt(self.epsilon * h) * z
+                out.append(x)
+        return torch.stack(out)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, source: Source, target: Source, *, steps: int = 2000, batch_size: int | None = None,
+            lr: float = 1e-2, min_lr_ratio: float = 1e-2, generator: torch.Generator | None = None,
+            progress: bool = False) -> FitResult:
+        """Minimise the LightSB loss with Adam and a cosine learning-rate schedule.
+
+        Parameters
+        ----------
+        source, target : Tensor (N, d), callable ``(n, generator, device) -> Tensor`` or Distribution
+            Samples of ``P0`` and ``P1`` (unpaired). Tensors are subsampled (full batch when
+            ``batch_size`` is None or >= N); samplers are called afresh every step.
+        steps : int
+        batch_size : int, optional
+            Default: full batch for tensors, 4096 for samplers.
+        lr : float
+            Peak Adam learning rate; decays as a cosine to ``lr * min_lr_ratio``.
+        generator : torch.Generator, optional
+            Randomness for batches and the initial centres (default: seed 0).
+        progress : bool
+            Show a tqdm bar.
+
+        Returns
+        -------
+        FitResult
+        """
+        for name, v in (("steps", steps),):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        dev = self.r.device
+        gen = generator if generator is not None else block_generator(0, 0, dev)
+        draw_x, bx = self._batcher(source, "source", batch_size, gen)
+        draw_y, by = self._batcher(target, "target", batch_size, gen)
+        if not bool(self._initialized):
+            self.init_from(draw_y(max(by, self.n_potentials)), generator=gen)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        losses = torch.empty(steps, dtype=torch.float64)
+        lrs = torch.empty(steps, dtype=torch.float64)
+        start = time.perf_counter()
+        it = range(steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="LightSB", leave=False)
+        for s in it:
+            cur = lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+            for group in opt.param_groups:
+                group["lr"] = cur
+            opt.zero_grad(set_to_none=True)
+            loss = self.loss(draw_x(bx), draw_y(by))
+            loss.backward()
+            opt.step()
+            losses[s] = loss.detach().double().cpu()
+            lrs[s] = cur
+        if not bool(torch.isfinite(losses).all()):
+            raise FloatingPointError("LightSB loss became non-finite; lower lr or use float64")
+        return FitResult(losses, lrs, time.perf_counter() - start, steps, max(bx, by))
+
+    def _batcher(self, src: Source, name: str, batch_size: int | None, gen: torch.Generator):
+        dev, dt = self.r.device, self.r.dtype
+        if isinstance(src, Tensor):
+            data = self._as_batch(src, name)
+            n = data.shape[0]
+            if batch_size is None or batch_size >= n:
+                return (lambda m: data), n
+            return (lambda m: data[torch.randint(0, n, (m,), generator=gen, device=gen.device).to(dev)]), batch_size
+        if isinstance(src, torch.distributions.Distribution):
+            dist = src
+            raw = lambda m: sample_distribution(dist, m, gen)  # noqa: E731
+        elif callable(src):
+            raw = lambda m: src(m, gen, dev)  # noqa: E731
+        else:
+            raise TypeError(f"{name} must be a Tensor, a sampler (n, generator, device) -> Tensor or a "
+                            f"Distribution, got {type(src).__name__}")
+        m0 = batch_size or 4096
+        first = self._as_batch(raw(m0), f"{name} sample")  # validate once (shape, finiteness)
+
+        def draw(m: int, _cache=[first]) -> Tensor:
+            if _cache:
+                return _cache.pop()
+            return raw(m).to(dtype=dt, device=dev)
+
+        return draw, m0
