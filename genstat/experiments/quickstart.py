@@ -1,0 +1,156 @@
+"""The main job (``experiments/quickstart.yaml``): several expectations of a Gaussian-mixture target
+estimated at once, by plain Monte Carlo and by importance sampling, against their exact values,
+with a convergence plot."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats
+
+from genstat.mc import estimate
+
+from .registry import experiment
+from .runner import Run
+
+__all__ = ["QuickstartParams", "run_quickstart"]
+
+
+class QuickstartParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2])
+    means: list[list[float]] = Field(default_factory=lambda: [[-2.0, 0.0], [1.5, 1.5], [2.0, -2.0]])
+    scales: list[float] = Field(default_factory=lambda: [0.6, 0.8, 0.5], description="isotropic sd per component")
+    n_samples: int = Field(1_000_000, ge=1000)
+    proposal_scale: float = Field(3.0, gt=0, description="sd of the N(0, s^2 I) importance proposal")
+    level: float = Field(0.95, gt=0, lt=1)
+    convergence_points: int = Field(12, ge=2)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        k = len(self.weights)
+        if len(self.means) != k or len(self.scales) != k:
+            raise ValueError(f"weights, means and scales must have the same length, got "
+                             f"{k}, {len(self.means)}, {len(self.scales)}")
+        if any(len(m) != 2 for m in self.means):
+            raise ValueError("means must be 2-D points [x, y]")
+        if any(w <= 0 for w in self.weights) or any(s <= 0 for s in self.scales):
+            raise ValueError("weights and scales must be positive")
+        return self
+
+
+NAMES = ("E[X1]", "E[X2]", "E[|X|^2]", "P(X1 > 0)", "E[exp(X1/2)]", "E[X1 X2]")
+
+
+def _mixture(p: QuickstartParams):
+    w = torch.tensor(p.weights, dtype=torch.float64)
+    w = w / w.sum()
+    m = torch.tensor(p.means, dtype=torch.float64)
+    s = torch.tensor(p.scales, dtype=torch.float64)
+    return w, m, s
+
+
+def exact_values(p: QuickstartParams) -> np.ndarray:
+    """Closed forms: mixtures of Gaussian moments, cdf and moment generating function."""
+    w, m, s = (t.numpy() for t in _mixture(p))
+    v = s**2
+    return np.array([
+        (w * m[:, 0]).sum(),
+        (w * m[:, 1]).sum(),
+        (w * ((m**2).sum(1) + 2 * v)).sum(),
+        (w * stats.norm.cdf(m[:, 0] / s)).sum(),
+        (w * np.exp(0.5 * m[:, 0] + 0.125 * v)).sum(),
+        (w * m[:, 0] * m[:, 1]).sum(),
+    ])
+
+
+def _fn(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([x[:, 0], x[:, 1], (x * x).sum(1), (x[:, 0] > 0).to(x.dtype),
+                        torch.exp(0.5 * x[:, 0]), x[:, 0] * x[:, 1]], 1)
+
+
+@experiment("quickstart", QuickstartParams,
+            help="tour: expectations of a Gaussian mixture by MC and IS on the engine, vs exact values")
+def run_quickstart(p: QuickstartParams, run: Run) -> None:
+    w, m, s = _mixture(p)
+    truth = exact_values(p)
+    dev = run.device
+    wd, md, sd = w.to(dev), m.to(dev), s.to(dev)
+
+    def mixture_sampler(n, g, d):
+        comp = torch.multinomial(wd, n, replacement=True, generator=g)
+        return md[comp] + sd[comp, None] * torch.randn(n, 2, generator=g, device=d, dtype=torch.float64)
+
+    def log_p(x):
+        r2 = ((x[:, None, :] - md) ** 2).sum(-1)
+        return torch.logsumexp(torch.log(wd) - r2 / (2 * sd**2) - 2 * torch.log(sd) - math.log(2 * math.pi), 1)
+
+    q = p.proposal_scale
+
+    def proposal(n, g, d):
+        return q * torch.randn(n, 2, generator=g, device=d, dtype=torch.float64)
+
+    def log_w(x):
+        return log_p(x) - (-(x * x).sum(1) / (2 * q * q) - 2 * math.log(q) - math.log(2 * math.pi))
+
+    methods = {
+        "mc": dict(sampler=mixture_sampler),
+        "is": dict(sampler=proposal, log_weight=log_w),
+    }
+    z = stats.norm.ppf(0.5 + p.level / 2)
+    for name, kw in methods.items():
+        r = estimate(_fn, kw["sampler"], p.n_samples, seed=run.seed, device=dev, log_weight=kw.get("log_weight"),
+                     level=p.level, names=list(NAMES))
+        df = r.to_frame()
+        df.insert(0, "method", name)
+        df["truth"] = truth
+        df["error"] = df["estimate"] - df["truth"]
+        df["z"] = df["error"] / df["stderr"]
+        df["covered"] = (df["ci_low"] <= df["truth"]) & (df["truth"] <= df["ci_high"])
+        run.add_results(df)
+        ess = "" if r.ess is None else f", ESS {float(r.ess):,.0f}"
+        run.log(f"\n{name.upper()}: {r.n_samples:,} samples in {r.wall_time:.2f} s{ess}")
+        for _, row in df.iterrows():
+            half = row["ci_high"] - row["estimate"]
+            run.log(f"  {row['component']:<14s} {row['estimate']:+.5f} ± {half:.5f}   truth {row['truth']:+.5f}"
+                    f"   z {row['z']:+.2f}  {'ok' if row['covered'] else 'MISS'}")
+
+    # convergence: |error| and CI half-width vs n (nested prefixes of the same block stream)
+    ns = np.unique(np.logspace(3, math.log10(p.n_samples), p.convergence_points).astype(int))
+    conv = []
+    for n in ns:
+        for name, kw in methods.items():
+            r = estimate(_fn, kw["sampler"], int(n), seed=run.seed, device=dev, log_weight=kw.get("log_weight"))
+            for j, comp in enumerate(NAMES):
+                conv.append({"method": name, "component": comp, "n": int(n),
+                             "abs_error": abs(float(r.estimate[j]) - truth[j]),
+                             "ci_half_width": z * float(r.stderr[j])})
+    conv_df = pd.DataFrame(conv)
+    run.save_table(conv_df, "convergence")
+    _plot(conv_df, run)
+
+
+def _plot(df: pd.DataFrame, run: Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7), sharex=True)
+    for ax, comp in zip(axes.ravel(), NAMES):
+        for method, color in (("mc", "C0"), ("is", "C1")):
+            d = df[(df.component == comp) & (df.method == method)]
+            ax.fill_between(d.n, 0, d.ci_half_width, color=color, alpha=0.2)
+            ax.plot(d.n, d.abs_error, "o-", color=color, ms=3, label=f"{method}: |error|")
+            ax.plot(d.n, d.ci_half_width, "--", color=color, lw=1, label=f"{method}: CI half-width")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(comp)
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("n samples")
+    fig.suptitle("genstat quickstart: Monte Carlo error vs n (band: CI half-width)")
+    run.save_figure(fig, "convergence")
