@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# Use the local wheel store when the machine has one (the CPU build of torch lies there).
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.genstat-installed
 
 .PHONY: demo test test-all setup clean
@@ -12,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# Install torch first and pinned, so no dependency can pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
