@@ -244,9 +244,15 @@ class LightSB(nn.Module):
     def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         """Closed-form SB drift ``g(x, t) = eps grad_x log h(x, t)``, no autograd.
 
-        ``h(x, t) = sum_k alpha_k N(x | r_k, eps((1 - t) I + S_k))``, so
-        ``g = sum_k w_k(x, t) ((1 - t) I + S_k)^{-1} (r_k - x)``: algebraically equal to the paper's
-        ``(sum_k softmax(l)_k A_k^{-1} c_k - x) / (1 - t)`` and finite up to ``t = 1``.
+        ``h(x, t) = int N(y | x, eps (1 - t) I) exp(|y|^2 / (2 eps)) v(y) dy``. With
+        ``S_k = U_k diag(sigma_k) U_k^T`` and ``D_k(t) = (1 - t) I + t S_k`` the paper's
+        ``(sum_k softmax(l)_k A_k^{-1} c_k - x) / (1 - t)`` simplifies to
+
+        ``g = sum_k w_k(x, t) D_k^{-1} (r_k + (S_k - I) x)``,
+        ``log w_k = log alpha_k - log det D_k / 2 + [x^T (S_k - I) x + 2 r_k^T x - t r_k^T r_k]_{D_k^{-1}} / (2 eps)``
+
+        (quadratic forms in ``D_k^{-1}``), equal to the paper's ``l_k`` up to terms common to all k
+        and finite on the closed interval ``t in [0, 1]``.
 
         Parameters
         ----------
@@ -256,6 +262,14 @@ class LightSB(nn.Module):
         Returns
         -------
         Tensor, shape (n, d)
+
+        Examples
+        --------
+        >>> import torch
+        >>> m = LightSB(2, 1, 1.0)
+        >>> m.init_from(torch.ones(3, 2))
+        >>> m.drift(torch.zeros(1, 2), 0.0).tolist()  # E[Y | x] - x = r + S x - x
+        [[1.0, 1.0]]
         """
         x = self._as_batch(x, "x")
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
@@ -263,19 +277,22 @@ class LightSB(nn.Module):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
         if not bool(((t >= 0) & (t <= 1)).all()):
             raise ValueError("t must lie in [0, 1]")
-        one_minus = (1 - t).reshape(-1, 1, 1)  # (n or 1, 1, 1)
-        diff = self.r.unsqueeze(0) - x.unsqueeze(1)  # (n, K, d)
+        tt = t.reshape(-1, 1, 1)  # (n or 1, 1, 1)
         if self.covariance == "diagonal":
-            lam = self.log_s.exp().unsqueeze(0) + one_minus  # (n, K, d) eigenvalues of (1-t) I + S_k
-            proj = diff
+            sigma = self.log_s.exp().unsqueeze(0)  # (1, K, d)
+            xr = x.unsqueeze(1)  # (n, 1, d): the eigenbasis is the standard one
+            rr = self.r.unsqueeze(0)
         else:
             evals, evecs = torch.linalg.eigh(self.S())  # (K, d), (K, d, d)
-            lam = evals.unsqueeze(0) + one_minus
-            proj = torch.einsum("kji,nkj->nki", evecs, diff)  # U_k^T (r_k - x)
-        log_h = (self.log_alpha - 0.5 * torch.log(lam).sum(-1)
-                 - 0.5 * (proj**2 / lam).sum(-1) / self.epsilon)  # (n, K)
-        w = torch.softmax(log_h, dim=1)
-        step = proj / lam
+            sigma = evals.unsqueeze(0)
+            xr = torch.einsum("kji,nj->nki", evecs, x)  # U_k^T x, (n, K, d)
+            rr = torch.einsum("kji,kj->ki", evecs, self.r).unsqueeze(0)  # U_k^T r_k
+        dk = (1 - tt) + tt * sigma  # eigenvalues of D_k(t), >= min(1, sigma) > 0
+        num = rr + (sigma - 1) * xr
+        quad = ((sigma - 1) * xr * xr + 2 * xr * rr - tt * rr * rr) / dk
+        log_w = self.log_alpha - 0.5 * torch.log(dk).sum(-1) + quad.sum(-1) / (2 * self.epsilon)
+        w = torch.softmax(log_w, dim=1)  # (n, K)
+        step = num / dk
         if self.covariance == "full":
             step = torch.einsum("kij,nkj->nki", evecs, step)
         return torch.einsum("nk,nkd->nd", w, step)
