@@ -1,0 +1,36 @@
+"""estimators.importance: adaptive importance sampling with control variates (aISCV) for many
+expectations at once, its baselines, and Sobol' indices (Demange-Chryst, Bachoc & Morio)."""
+from .aiscv import FrozenProposal, aiscv
+from .baselines import is_separate, mc_multi, mixture_reweighting
+from .problems import (
+    CantileverInputs,
+    Problem,
+    cantilever_beam,
+    cantilever_deflection,
+    gaussian_moments,
+    ishigami,
+    ishigami_indices,
+    linear_gaussian,
+)
+from .results import AdaptationStep, MultiExpectationResult
+from .simplex import SimplexSolution, minimize_on_simplex
+
+__all__ = [
+    "AdaptationStep",
+    "CantileverInputs",
+    "FrozenProposal",
+    "MultiExpectationResult",
+    "Problem",
+    "SimplexSolution",
+    "aiscv",
+    "cantilever_beam",
+    "cantilever_deflection",
+    "gaussian_moments",
+    "is_separate",
+    "ishigami",
+    "ishigami_indices",
+    "linear_gaussian",
+    "mc_multi",
+    "minimize_on_simplex",
+    "mixture_reweighting",
+]
