@@ -14,6 +14,7 @@ from .problems import (
 )
 from .results import AdaptationStep, MultiExpectationResult
 from .simplex import SimplexSolution, minimize_on_simplex
+from .sobol import SobolResult, sobol_indices, target_sobol_indices
 
 __all__ = [
     "AdaptationStep",
@@ -22,6 +23,7 @@ __all__ = [
     "MultiExpectationResult",
     "Problem",
     "SimplexSolution",
+    "SobolResult",
     "aiscv",
     "cantilever_beam",
     "cantilever_deflection",
@@ -33,4 +35,6 @@ __all__ = [
     "mc_multi",
     "minimize_on_simplex",
     "mixture_reweighting",
+    "sobol_indices",
+    "target_sobol_indices",
 ]
