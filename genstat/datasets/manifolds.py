@@ -12,7 +12,7 @@ level ``sigma > 0``, the exact score of ``p_sigma = p_0 * N(0, sigma^2 I)`` thro
   ``denoiser = R A_nu(kappa) y / |y|`` where ``A_nu = I_{nu+1} / I_nu`` and ``nu = (k - 1) / 2``.
 * :class:`SwissRoll` -- scikit-learn's roll ``(t cos t, h, t sin t)``, ``t ~ U[1.5 pi, 4.5 pi]``,
   ``h ~ U[0, 21]``, in a random 3-plane of R^D. The ``h`` posterior is a truncated normal (closed form);
-  the ``t`` posterior is computed on a grid fine enough (spacing ``sigma / 4`` in arc length) that the
+  the ``t`` posterior is computed on a grid fine enough (spacing ``sigma / 2`` in arc length) that the
   quadrature error is far below float64 round-off for the Gaussian kernel.
 
 Every sampler draws only from an explicit ``torch.Generator``; ``Manifold.sample`` has the engine's
@@ -270,7 +270,7 @@ class SwissRoll(Manifold):
     t_low, t_high = 1.5 * math.pi, 4.5 * math.pi
 
     def __init__(self, ambient_dim: int = 3, *, height: float = 21.0, generator: torch.Generator | None = None,
-                 grid_per_sigma: float = 4.0):
+                 grid_per_sigma: float = 2.0):
         if not isinstance(ambient_dim, int) or ambient_dim < 3:
             raise ValueError(f"ambient_dim must be an int >= 3, got {ambient_dim!r}")
         if height <= 0:

@@ -106,7 +106,7 @@ def id_score_svd(score: Score, x0: torch.Tensor, *, sigma: float, n_neighbors: i
     sigma : float
         Noise level (small, e.g. <= 0.1 of the manifold's scale).
     n_neighbors : int, optional
-        ``K >= 2 D`` (default ``2 D``). With fewer samples the smallest normal singular values of the
+        ``K >= 2 D`` (default ``4 D``). With fewer samples the smallest normal singular values of the
         K x (D - d) random block fall towards the tangent ones (Marchenko-Pastur: ``sqrt(K) - sqrt(D - d)``)
         and the gap disappears; ``K < D`` cannot even span the normal space.
     generator : torch.Generator
@@ -139,7 +139,7 @@ def id_score_svd(score: Score, x0: torch.Tensor, *, sigma: float, n_neighbors: i
         x0 = x0[None]
     x0 = check_points(x0, name="x0")
     n, D = x0.shape
-    K = 2 * D if n_neighbors is None else n_neighbors
+    K = 4 * D if n_neighbors is None else n_neighbors
     if isinstance(K, bool) or not isinstance(K, int):
         raise TypeError(f"n_neighbors must be an int, got {type(K).__name__}")
     if K < 2 * D:

@@ -3,9 +3,11 @@
 Both models predict the denoiser ``D(x, sigma) ~ E[x_0 | x]`` and return the score by Tweedie,
 ``s(x, sigma) = (D(x, sigma) - x) / sigma^2``:
 
-* :class:`EnergyScore` -- ``D = grad_x G_theta(x, sigma)`` with a scalar smooth MLP ``G``, so
-  ``s = -grad_x E`` with ``E = (|x|^2 / 2 - G) / sigma^2``: conservative by construction (costs a double
-  backward per training step, about 2x a free field).
+* :class:`EnergyScore` -- ``D = grad_x G_theta(x, sigma)`` with ``G = <x, f_theta> - |f_theta|^2 / 2`` for a
+  smooth vector MLP ``f_theta``, so ``s = -grad_x E`` with ``E = |x - f_theta(x, sigma)|^2 / (2 sigma^2)``
+  (the quadratic energy of Salimans & Ho 2021): conservative by construction, and ``D = f`` whenever ``f``
+  is a projection onto the data manifold (then ``J_f^T (x - f) = 0``). Costs a double backward per
+  training step, about 2x a free field.
 * :class:`FreeScore` -- ``D = F_theta(x, sigma)`` an unconstrained vector MLP.
 
 Predicting ``x_0`` keeps the network's Jacobian bounded near a manifold (``D`` tends to the projection
@@ -66,13 +68,16 @@ class _NoiseConditionalScore(nn.Module):
 
 
 class EnergyScore(_NoiseConditionalScore):
-    """Conservative score ``s = -grad_x E_theta(x, sigma)``; the denoiser is ``grad_x G_theta``.
+    """Conservative score ``s = -grad_x E_theta(x, sigma)``, ``E = |x - f_theta(x, sigma)|^2 / (2 sigma^2)``.
+
+    The denoiser is ``grad_x G`` with ``G = <x, f_theta> - |f_theta|^2 / 2`` (Salimans & Ho, "Should EBMs
+    model the energy or the score?", 2021), a parametrisation that represents projections exactly.
 
     Parameters
     ----------
     dim : int
     hidden, depth : int
-        Width and hidden layers of the scalar MLP ``G``.
+        Width and hidden layers of the vector MLP ``f_theta``.
     activation : str
         A smooth activation (``silu``, ``softplus``, ``tanh``, ``gelu``, ``selu``, ``elu``).
     sigma_min, sigma_max : float
@@ -93,12 +98,16 @@ class EnergyScore(_NoiseConditionalScore):
         super().__init__(dim, sigma_min, sigma_max, sigma_data)
         if activation == "relu":
             raise ValueError("activation must be smooth for a conservative score (relu gives a zero Hessian)")
-        self.net = TimeMLP(dim, 1, hidden, depth, time_embedding=0, activation=activation)
+        self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation)
+
+    @staticmethod
+    def _g(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return (x * f).sum(-1) - 0.5 * (f * f).sum(-1)
 
     def potential(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """``G_theta(x, sigma)``, shape (n,): the denoiser is its x-gradient."""
         _, t, c_in = self._inputs(x, sigma)
-        return self.net(t, c_in[:, None] * x).squeeze(-1)
+        return self._g(x, self.net(t, c_in[:, None] * x))
 
     def energy(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """``E = (|x|^2 / 2 - G) / sigma^2`` with ``s = -grad_x E``, shape (n,)."""
@@ -109,7 +118,7 @@ class EnergyScore(_NoiseConditionalScore):
         _, t, c_in = self._inputs(x, sigma)
 
         def g(xi, ti, ci):
-            return self.net(ti[None], (ci * xi)[None]).squeeze()
+            return self._g(xi, self.net(ti[None], (ci * xi)[None])[0])
 
         return vmap(grad(g))(x, t, c_in)
 
