@@ -323,8 +323,8 @@ def fit_ggd(
     >>> g = torch.Generator().manual_seed(0)
     >>> x = GeneralizedGaussian(0.0, 1.0, torch.tensor([0.5, 4.0], dtype=torch.float64)).sample((20000,), generator=g)
     >>> fit = fit_ggd(x, dim=0)
-    >>> [round(v, 1) for v in fit.beta.tolist()]
-    [0.5, 4.0]
+    >>> [round(v, 2) for v in fit.beta.tolist()]  # scipy.stats.gennorm.fit gives 3.82 on group 2 too
+    [0.51, 3.82]
     """
     if method not in ("mle", "kurtosis"):
         raise ValueError(f"method must be 'mle' or 'kurtosis', got {method!r}")

@@ -1,0 +1,192 @@
+"""Value-function losses for uncertainty-aware TD learning (Kim et al. 2024, Section 4).
+
+Three kinds, selected by :func:`value_loss`:
+
+- ``"mse"``: the plain ensemble regression ``mean_{k,b} (V_k - y_k)^2``.
+- ``"gauss_biv"`` (the baseline): Gaussian NLL of the TD errors with a learned variance head, plus
+  ``biv_coef * sum_k sum_b w_b (V_k - y_k)^2`` with BIV weights from the ensemble variance of the values.
+- ``"ggd_biev"`` (the paper): risk-weighted GGD NLL with a learned shape head (``alpha = 1``), plus
+  ``biv_coef * sum_k sum_b w_b |V_k - y_k|`` with BIV weights from the BIEV variance of the TD errors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from .weights import biev_variance, biv_weights
+
+__all__ = ["ggd_nll", "gaussian_nll", "risk_averse_weights", "value_loss", "VALUE_LOSS_KINDS"]
+
+VALUE_LOSS_KINDS = ("mse", "gauss_biv", "ggd_biev")
+
+
+def _positive(name: str, v: torch.Tensor | float) -> None:
+    t = torch.as_tensor(v)
+    if torch.any(~(t > 0)):
+        raise ValueError(f"{name} must be positive (and not NaN), got min {float(t.min())}")
+
+
+def ggd_nll(delta: torch.Tensor, beta: torch.Tensor | float, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    r"""Per-sample negative log-likelihood of TD errors under ``GGD(0, scale, beta)``.
+
+    ``(|delta| / scale)^beta - log beta + log(2 scale) + log Gamma(1/beta)`` (elementwise; broadcast).
+    The power is ``|delta/alpha|^beta``: the authors' released code uses ``|delta| * beta``, which
+    does not recover ``beta`` (REFERENCE.md §6). With ``scale = 1`` (the paper's choice) ``beta`` also
+    absorbs the scale of the TD errors.
+
+    Parameters
+    ----------
+    delta : Tensor
+        TD errors ``y - V``.
+    beta : Tensor or float
+        Shape, positive.
+    scale : Tensor or float
+        Scale ``alpha``, positive.
+
+    Returns
+    -------
+    Tensor
+        The broadcast shape of the inputs.
+
+    References
+    ----------
+    Kim et al., arXiv 2408.02295, eq. (1) and Section 4.1.
+
+    Examples
+    --------
+    >>> ggd_nll(torch.tensor([0.0]), 2.0)  # log 2 - log 2 + log Gamma(1/2) = log sqrt(pi)
+    tensor([0.5724])
+    """
+    _positive("beta", beta)
+    _positive("scale", scale)
+    beta = torch.as_tensor(beta, dtype=delta.dtype, device=delta.device)
+    scale = torch.as_tensor(scale, dtype=delta.dtype, device=delta.device)
+    return ((delta.abs() / scale).pow(beta) - torch.log(beta) + torch.log(2 * scale)
+            + torch.lgamma(1 / beta))
+
+
+def gaussian_nll(delta: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gaussian NLL ``0.5 (log sigma^2 + delta^2 / sigma^2 + log 2 pi)``.
+
+    Examples
+    --------
+    >>> gaussian_nll(torch.tensor([1.0]), torch.tensor([0.0]))
+    tensor([1.4189])
+    """
+    return 0.5 * (log_var + delta.pow(2) * torch.exp(-log_var) + math.log(2 * math.pi))
+
+
+def risk_averse_weights(beta: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    r"""Risk-averse sample weights ``omega = beta`` (detached): a larger shape means lighter tails.
+
+    The variance ``alpha^2 Gamma(3/b) / Gamma(1/b)`` decreases in ``b`` for fixed ``alpha``, so samples
+    whose TD errors the model believes to be heavy-tailed (small ``b``) count less.
+
+    Parameters
+    ----------
+    beta : Tensor
+        Predicted shapes (positive).
+    normalize : bool
+        Divide by the mean so that the weights average 1 (keeps the loss scale).
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``beta``, without gradient.
+
+    References
+    ----------
+    Kim et al., arXiv 2408.02295, Section 4.2 (risk-averse weighting).
+
+    Examples
+    --------
+    >>> risk_averse_weights(torch.tensor([1.0, 3.0]))
+    tensor([0.5000, 1.5000])
+    """
+    _positive("beta", beta)
+    w = beta.detach()
+    return w / w.mean() if normalize else w
+
+
+def _check_pair(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise TypeError("values and targets must be torch.Tensors")
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape (K, batch), got {tuple(values.shape)}")
+    if targets.shape not in (values.shape, values.shape[1:]):
+        raise ValueError(f"targets must have shape {tuple(values.shape)} or {tuple(values.shape[1:])}, "
+                         f"got {tuple(targets.shape)}")
+    if not torch.isfinite(targets).all() or not torch.isfinite(values.detach()).all():
+        raise ValueError("values or targets contain NaN or infinite values (non-finite TD errors)")
+    return targets.detach().expand_as(values)
+
+
+def value_loss(
+    kind: Literal["mse", "gauss_biv", "ggd_biev"],
+    values: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    beta: torch.Tensor | None = None,
+    log_var: torch.Tensor | None = None,
+    biv_coef: float = 0.1,
+    min_ebs: float | None = None,
+    risk_averse: bool = True,
+) -> torch.Tensor:
+    r"""Value loss of an ensemble of ``K`` heads on a batch (a scalar to minimise).
+
+    Parameters
+    ----------
+    kind : {"mse", "gauss_biv", "ggd_biev"}
+        See the module docstring.
+    values : Tensor, shape (K, batch)
+        Predictions ``V_k`` (with gradient).
+    targets : Tensor, shape (K, batch) or (batch,)
+        Targets ``y_k`` (per member, e.g. per-member GAE returns, or shared); detached here.
+    beta : Tensor, shape (K, batch)
+        Shape head (positive, e.g. ``softplus(raw) + 1e-3``); required for ``"ggd_biev"``.
+    log_var : Tensor, shape (K, batch)
+        Log-variance head; required for ``"gauss_biv"``.
+    biv_coef : float
+        Weight of the BIV regression term (0.1 in the paper).
+    min_ebs : float, optional
+        Target effective batch size of the BIV weights (default ``min(batch - 1, 16)``).
+    risk_averse : bool
+        Weight the GGD NLL by :func:`risk_averse_weights` (``"ggd_biev"`` only).
+
+    Returns
+    -------
+    Tensor, shape ()
+
+    References
+    ----------
+    Kim et al., arXiv 2408.02295, Section 4 and Algorithm 1; Mai et al., ICLR 2022 (BIV).
+
+    Examples
+    --------
+    >>> v = torch.zeros(5, 8, requires_grad=True)
+    >>> y = torch.linspace(-1, 1, 8)
+    >>> loss = value_loss("ggd_biev", v, y, beta=torch.ones(5, 8))
+    >>> loss.backward(); v.grad.shape
+    torch.Size([5, 8])
+    """
+    if kind not in VALUE_LOSS_KINDS:
+        raise ValueError(f"kind must be one of {VALUE_LOSS_KINDS}, got {kind!r}")
+    y = _check_pair(values, targets)
+    delta = y - values
+    if kind == "mse":
+        return delta.pow(2).mean()
+    if kind == "gauss_biv":
+        if log_var is None or log_var.shape != values.shape:
+            raise ValueError(f"log_var of shape {tuple(values.shape)} is required for kind 'gauss_biv'")
+        nll = gaussian_nll(delta, log_var).mean()
+        w = biv_weights(values.detach().var(0, unbiased=True), min_ebs=min_ebs)
+        return nll + biv_coef * (w * delta.pow(2)).sum()
+    if beta is None or beta.shape != values.shape:
+        raise ValueError(f"beta of shape {tuple(values.shape)} is required for kind 'ggd_biev'")
+    nll = ggd_nll(delta, beta)
+    if risk_averse:
+        nll = risk_averse_weights(beta) * nll
+    w = biv_weights(biev_variance(delta.detach()), min_ebs=min_ebs)
+    return nll.mean() + biv_coef * (w * delta.abs()).sum()
