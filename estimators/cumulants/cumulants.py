@@ -46,7 +46,7 @@ def as_records(x: Any, axis: int = -1, *, name: str = "x") -> tuple[torch.Tensor
             raise TypeError(f"{name} must hold real or complex numbers, got dtype {arr.dtype}")
         if arr.dtype.kind in "iu":
             arr = arr.astype(np.float64)
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy())
         from_numpy = True
     else:
         raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")

@@ -299,7 +299,9 @@ def fractional_delay(x: torch.Tensor, delay: float, *, n_taps: int = 33) -> torc
         raise ValueError(f"delay must be finite, got {delay}")
     half = n_taps // 2
     k = torch.arange(-half, half + 1, dtype=torch.float64)
-    h = torch.sinc(k - float(delay)) * torch.hann_window(2 * half + 3, periodic=False, dtype=torch.float64)[1:-1]
+    u = k - float(delay)
+    win = torch.where(u.abs() < half + 1, 0.5 * (1 + torch.cos(math.pi * u / (half + 1))), torch.zeros_like(u))
+    h = torch.sinc(u) * win  # the Hann window is centred on the delay, so the filter is symmetric about it
     h = h / h.sum()
     rdt = torch.float64 if x.dtype == torch.complex128 else torch.float32
     w = h.flip(0).to(rdt).to(x.device).reshape(1, 1, -1)
