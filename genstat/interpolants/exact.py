@@ -70,11 +70,19 @@ class ExactFields:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.target.dim:
             raise ValueError(f"x must have shape (n, {self.target.dim}), got {getattr(x, 'shape', None)}")
         tt = _as_time(t, x, x.shape[0])
-        w, mt, Ct, K, mdot = self._components(tt, x.dtype)
+        # samplers call with one common time: factorise the P covariances once, not n times
+        common = bool((tt == tt[0]).all())
+        w, mt, Ct, K, mdot = self._components(tt[:1] if common else tt, x.dtype)
         L = torch.linalg.cholesky(Ct)
         diff = x[:, None, :] - mt  # (n, P, d)
-        sol = torch.cholesky_solve(diff[..., None], L)[..., 0]  # C_t^{-1} (x - m_t)
-        half = torch.linalg.solve_triangular(L, diff[..., None], upper=False)[..., 0]
+        if common:
+            Linv = torch.linalg.solve_triangular(L[0], torch.eye(x.shape[1], dtype=x.dtype, device=x.device),
+                                                 upper=False)  # (P, d, d)
+            half = torch.einsum("pij,npj->npi", Linv, diff)
+            sol = torch.einsum("pji,npj->npi", Linv, half)  # C_t^{-1} (x - m_t)
+        else:
+            sol = torch.cholesky_solve(diff[..., None], L)[..., 0]
+            half = torch.linalg.solve_triangular(L, diff[..., None], upper=False)[..., 0]
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         d = x.shape[1]
         logc = torch.log(w)[None] - 0.5 * ((half**2).sum(-1) + logdet + d * math.log(2 * math.pi))
@@ -89,7 +97,8 @@ class ExactFields:
         """The velocity b(t, x) = E[alpha' x0 + beta' x1 + gamma' z | x_t = x], shape (n, d)."""
         logc, sol, K, mdot, _ = self._prep(t, x)
         resp = torch.softmax(logc, 1)[..., None]
-        bij = mdot + (K @ sol[..., None])[..., 0]
+        bij = mdot + torch.einsum("npij,npj->npi", K.expand(x.shape[0], -1, -1, -1), sol) if K.shape[0] > 1 \
+            else mdot + torch.einsum("pij,npj->npi", K[0], sol)
         return (resp * bij).sum(1)
 
     def score(self, t, x: torch.Tensor) -> torch.Tensor:

@@ -227,7 +227,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         z = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev) \
             if interpolant.has_noise else None
         loss = interpolant_loss(interpolant, model, x0, x1, t, z, field=field, antithetic=antithetic)
-        lv = float(loss)
+        lv = float(loss.detach())
         if not math.isfinite(lv):
             raise FloatingPointError(f"training produced a non-finite loss ({lv}) at step {step + 1}")
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,144 @@
+"""ODE and SDE samplers driven by the EXACT fields reproduce the target's mean and covariance."""
+import math
+
+import pytest
+import torch
+
+from genstat.datasets import GaussianMixture
+from genstat.interpolants import Interpolant, exact_fields, integrate, sample_ode, sample_sde
+
+F64 = torch.float64
+N = 10_000
+
+
+def gaussians():
+    src = GaussianMixture(torch.ones(1, dtype=F64), torch.tensor([[1.0, -1.0]], dtype=F64),
+                          torch.tensor([[[1.0, 0.3], [0.3, 0.5]]], dtype=F64))
+    tgt = GaussianMixture(torch.tensor([0.5, 0.5], dtype=F64), torch.tensor([[2.0, 0.0], [-1.0, 1.0]], dtype=F64),
+                          torch.tensor([0.5, 0.2], dtype=F64))
+    return src, tgt
+
+
+def assert_moments(x: torch.Tensor, law: GaussianMixture, k: float = 5.0):
+    """Mean and covariance entries within k standard errors (stderr estimated from the sample)."""
+    n = x.shape[0]
+    m = x.mean(0)
+    assert bool(((m - law.mean).abs() < k * x.std(0) / math.sqrt(n)).all()), (m, law.mean)
+    c = x - m
+    prods = c[:, :, None] * c[:, None, :]
+    cov, se = prods.mean(0), prods.std(0) / math.sqrt(n)
+    assert bool(((cov - law.covariance).abs() < k * se).all()), (cov, law.covariance)
+
+
+@pytest.mark.parametrize("method,steps", [("rk4", 20), ("dopri5", 1), ("heun", 60)])
+def test_ode_reaches_target(method, steps):
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("linear", "brownian"), src, tgt)
+    x0 = src.sample(N, torch.Generator().manual_seed(1))
+    r = sample_ode(F.velocity, x0, steps=steps, method=method)
+    assert_moments(r.samples, tgt)
+    assert r.nfe == {"rk4": 80, "heun": 120}.get(method, r.nfe)
+
+
+def test_ode_convergence_orders():
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("trig", "quadratic"), src, tgt)
+    x0 = src.sample(200, torch.Generator().manual_seed(2))
+    ref = sample_ode(F, x0, method="dopri5", rtol=1e-10, atol=1e-10).samples
+
+    def err(method, steps):
+        return float((sample_ode(F, x0, method=method, steps=steps).samples - ref).abs().max())
+
+    assert 1.6 < err("euler", 20) / err("euler", 40) < 2.5
+    assert 3.0 < err("heun", 20) / err("heun", 40) < 5.0
+    assert 10.0 < err("rk4", 10) / err("rk4", 20) < 22.0
+    assert err("rk4", 20) < 1e-4
+
+
+def _eps_time(t):
+    return 2.0 * t * (1 - t) + 0.1
+
+
+@pytest.mark.parametrize("eps,method,steps", [
+    (0.5, "heun", 50), (_eps_time, "heun", 50), (0.0, "heun", 50), (_eps_time, "em", 200),
+    pytest.param(0.5, "em", 400, marks=pytest.mark.slow), pytest.param(2.0, "heun", 200, marks=pytest.mark.slow)])
+def test_forward_sde_reaches_target(eps, method, steps):
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("linear", "brownian"), src, tgt)
+    g = torch.Generator().manual_seed(3)
+    x0 = src.sample(N, g)
+    r = sample_sde(F.velocity, F.score, x0, eps=eps, steps=steps, method=method, generator=g)
+    assert r.nfe == steps * (2 if method == "heun" else 1)
+    assert_moments(r.samples, tgt)
+
+
+@pytest.mark.parametrize("eps", [lambda t: 1.0 + torch.sin(math.pi * t), pytest.param(1.0, marks=pytest.mark.slow)])
+def test_reverse_sde_reaches_source(eps):
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("trig", "brownian"), src, tgt)
+    g = torch.Generator().manual_seed(4)
+    r = sample_sde(F.velocity, F.score, tgt.sample(N, g), eps=eps, steps=50, method="heun",
+                   direction="reverse", generator=g)
+    assert_moments(r.samples, src)
+
+
+def test_forward_reverse_and_ode_agree_midway():
+    """At t = 1/2 the forward SDE, the reverse SDE and the ODE all have the law rho_{1/2}."""
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("linear", "quadratic"), src, tgt)
+    mid = F.marginal(0.5)
+    g = torch.Generator().manual_seed(5)
+    fwd = sample_sde(F.velocity, F.score, src.sample(N, g), eps=0.7, steps=25, method="heun", t1=0.5,
+                     generator=g)
+    rev = sample_sde(F.velocity, F.score, tgt.sample(N, g), eps=0.7, steps=25, method="heun", t0=1.0, t1=0.5,
+                     direction="reverse", generator=g)
+    ode = sample_ode(F.velocity, src.sample(N, g), method="rk4", steps=10, t1=0.5)
+    for x in (fwd.samples, rev.samples, ode.samples):
+        assert_moments(x, mid)
+
+
+def test_trajectory_and_seeded_batches():
+    b = lambda t, x: -x  # noqa: E731
+    s = lambda t, x: -x  # noqa: E731
+    x0 = torch.randn(5000, 2, generator=torch.Generator().manual_seed(6))
+    r1 = sample_sde(b, s, x0, eps=0.3, steps=10, seed=7)
+    r2 = sample_sde(b, s, x0, eps=0.3, steps=10, seed=7, batch_size=4096)
+    torch.testing.assert_close(r1.samples, r2.samples, rtol=0, atol=0)
+    r3 = sample_ode(b, x0, steps=8, method="heun", return_trajectory=True, batch_size=1000)
+    assert r3.trajectory.shape == (9, 5000, 2) and r3.times.shape == (9,)
+    torch.testing.assert_close(r3.trajectory[-1], r3.samples)
+    r4 = sample_ode(b, x0[:10], method="dopri5", return_trajectory=True)
+    assert r4.trajectory.shape[0] == r4.times.shape[0] and float(r4.times[-1]) == pytest.approx(1.0)
+    assert list(r4.to_frame().columns) == ["x0", "x1"]
+
+
+def test_integrate_backward_and_dtype():
+    y, nfe, _, _ = integrate(lambda t, y: y, torch.ones(3, dtype=torch.float32), 1.0, 0.0, method="dopri5")
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, torch.full((3,), math.exp(-1.0)), rtol=1e-4, atol=0)
+
+
+def test_bad_inputs():
+    x = torch.zeros(4, 2)
+    b = lambda t, x: torch.zeros_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match="b must return a tensor of shape"):
+        sample_ode(lambda t, x: x[:, :1], x)
+    with pytest.raises(ValueError, match="method"):
+        sample_ode(b, x, method="rk45")
+    with pytest.raises(ValueError, match="t1 must lie in"):
+        sample_ode(b, x, t1=1.5)
+    with pytest.raises(ValueError, match="x0 must be"):
+        sample_ode(b, torch.zeros(4))
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="eps must be non-negative"):
+        sample_sde(b, b, x, eps=-0.1, generator=g)
+    with pytest.raises(ValueError, match="eps must be non-negative"):
+        sample_sde(b, b, x, eps=lambda t: 0.5 - t, generator=g)
+    with pytest.raises(ValueError, match="exactly one of generator"):
+        sample_sde(b, b, x, eps=0.1)
+    with pytest.raises(ValueError, match="direction"):
+        sample_sde(b, b, x, eps=0.1, direction="reverse", t0=0.0, t1=1.0, generator=g)
+    with pytest.raises(ValueError, match="s must return"):
+        sample_sde(b, lambda t, x: x[:, :1], x, eps=0.1, generator=g)
+    with pytest.raises(ValueError, match="steps"):
+        sample_sde(b, b, x, steps=0, generator=g)
