@@ -168,7 +168,7 @@ class LinearSubspace(Manifold):
         return self.scale**2 * self.projection + sigma**2 * torch.eye(self.ambient_dim, dtype=torch.float64)
 
 
-def _bessel_ratio_cf(nu: float, kappa: torch.Tensor, depth: int = 80) -> torch.Tensor:
+def _bessel_ratio_cf(nu: float, kappa: torch.Tensor, depth: int = 60) -> torch.Tensor:
     # Gauss continued fraction A_nu = kappa / (2(nu+1) + kappa A_{nu+1}), run backwards from a deep tail;
     # converges to round-off for kappa << depth.
     a = kappa / (2.0 * (nu + depth + 1))

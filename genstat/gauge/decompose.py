@@ -21,6 +21,7 @@ from torch.func import grad, jacrev, vmap
 from genstat.nn import MLP
 
 from ._autodiff import check_field_output, check_points, divergence
+from .models import _init_from
 
 __all__ = [
     "GaugeDecomposition",
@@ -269,7 +270,7 @@ def decompose(
     steps, batch_size, lr, hidden, depth :
         Training options of the MLP potential.
     generator : torch.Generator
-        Minibatch indices (required for trained potentials).
+        Initial weights and minibatch indices (required for trained potentials).
     eval_samples : Tensor, optional
         Samples where the norms are measured (default ``samples``).
 
@@ -299,7 +300,11 @@ def decompose(
             pot: nn.Module = QuadraticPotential(dim)
             _fit_quadratic(pot, samples, s_train)
         elif potential == "mlp":
-            pot = MLPPotential(dim, hidden, depth).to(dtype=samples.dtype, device=samples.device)
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            pot = MLPPotential(dim, hidden, depth)
+            _init_from(pot, generator)
+            pot = pot.to(dtype=samples.dtype, device=samples.device)
         else:
             raise ValueError(f"potential must be 'mlp', 'quadratic' or an nn.Module, got {potential!r}")
     elif isinstance(potential, nn.Module) and hasattr(potential, "gradient"):

@@ -30,6 +30,23 @@ from genstat.nn import TimeMLP
 __all__ = ["EnergyScore", "FreeScore", "ScoreFitResult", "fit_score"]
 
 
+def _init_from(module: nn.Module, generator: torch.Generator | None) -> None:
+    # torch's default Linear initialisation, drawn from an explicit generator instead of the global RNG
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1.0 / math.sqrt(layer.in_features)
+                w = torch.rand(layer.weight.shape, generator=generator, device=generator.device)
+                layer.weight.copy_((2 * w - 1) * bound)
+                if layer.bias is not None:
+                    b = torch.rand(layer.bias.shape, generator=generator, device=generator.device)
+                    layer.bias.copy_((2 * b - 1) * bound)
+
+
 class _NoiseConditionalScore(nn.Module):
     def __init__(self, dim: int, sigma_min: float, sigma_max: float, sigma_data: float):
         super().__init__()
@@ -84,21 +101,25 @@ class EnergyScore(_NoiseConditionalScore):
         The training range of noise levels (the net sees ``log sigma`` rescaled to [0, 1]).
     sigma_data : float
         Input scaling ``x / sqrt(sigma^2 + sigma_data^2)``.
+    generator : torch.Generator, optional
+        Draws the initial weights (torch's default uniform ranges); otherwise torch's global RNG.
 
     Examples
     --------
     >>> import torch
-    >>> m = EnergyScore(3, hidden=16, depth=2)
+    >>> m = EnergyScore(3, hidden=16, depth=2, generator=torch.Generator().manual_seed(0))
     >>> m(torch.randn(4, 3), 0.1).shape
     torch.Size([4, 3])
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu",
-                 sigma_min: float = 0.01, sigma_max: float = 1.0, sigma_data: float = 1.0):
+                 sigma_min: float = 0.01, sigma_max: float = 1.0, sigma_data: float = 1.0,
+                 generator: torch.Generator | None = None):
         super().__init__(dim, sigma_min, sigma_max, sigma_data)
         if activation == "relu":
             raise ValueError("activation must be smooth for a conservative score (relu gives a zero Hessian)")
         self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation)
+        _init_from(self.net, generator)
 
     @staticmethod
     def _g(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -131,15 +152,17 @@ class FreeScore(_NoiseConditionalScore):
     Examples
     --------
     >>> import torch
-    >>> m = FreeScore(3, hidden=16, depth=2)
+    >>> m = FreeScore(3, hidden=16, depth=2, generator=torch.Generator().manual_seed(0))
     >>> m(torch.randn(4, 3), torch.full((4,), 0.1)).shape
     torch.Size([4, 3])
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu",
-                 sigma_min: float = 0.01, sigma_max: float = 1.0, sigma_data: float = 1.0):
+                 sigma_min: float = 0.01, sigma_max: float = 1.0, sigma_data: float = 1.0,
+                 generator: torch.Generator | None = None):
         super().__init__(dim, sigma_min, sigma_max, sigma_data)
         self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation)
+        _init_from(self.net, generator)
 
     def denoiser(self, x, sigma):
         _, t, c_in = self._inputs(x, sigma)
@@ -200,7 +223,7 @@ def fit_score(
     --------
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
-    >>> m = FreeScore(2, hidden=16, depth=1)
+    >>> m = FreeScore(2, hidden=16, depth=1, generator=g)
     >>> fit_score(m, torch.randn(100, 2, generator=g), steps=5, generator=g).losses.shape
     torch.Size([5])
     """
