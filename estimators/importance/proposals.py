@@ -282,6 +282,8 @@ def fit_cross_entropy(
     Ls = torch.stack([L, L], 1)
     log_pi = torch.full((J, 2), -math.log(2.0), dtype=torch.float64, device=x.device)
     p = v / v.sum(0)
+    xc = x - x.mean(0)
+    pooled = xc.T @ xc / max(n - 1, 1)
     for _ in range(em_steps):
         fam = GaussianFamily(means, Ls, log_pi)
         lp = _component_log_prob(fam, x) + log_pi[None]  # (n, J, 2)
@@ -291,7 +293,10 @@ def fit_cross_entropy(
         q = r / rs[None]
         means = torch.einsum("njc,nd->jcd", q, x)
         second = torch.einsum("njc,nd,ne->jcde", q, x, x)
-        Ls = _chol_with_floor(second - means[..., :, None] * means[..., None, :], floor)
+        cov = second - means[..., :, None] * means[..., None, :]
+        lam = (1.0 / (q**2).sum(0))  # Kish ESS of each component's weights
+        lam = (lam / (lam + d + 1))[..., None, None]
+        Ls = _chol_with_floor(lam * cov + (1 - lam) * pooled, floor)
     return GaussianFamily(means, Ls, log_pi - torch.logsumexp(log_pi, -1, keepdim=True))
 
 

@@ -33,8 +33,8 @@ def minimize_on_simplex(
     c: torch.Tensor | None = None,
     *,
     alpha0: torch.Tensor | None = None,
-    tol: float = 1e-6,
-    max_iter: int = 200,
+    tol: float = 1e-5,
+    max_iter: int = 100,
     floor: float = 0.0,
 ) -> SimplexSolution:
     """Minimise ``sum_i a_i / (c_i + (G alpha)_i)`` over the probability simplex.
