@@ -197,14 +197,31 @@ def _components(norm: dict[str, torch.Tensor], comps: tuple[str, ...]) -> torch.
     return torch.stack([parts[c]() for c in comps], -1)
 
 
+def _lag_correlation(t: torch.Tensor, lag: int) -> torch.Tensor:
+    """``mean_n x_{n+lag} conj(x_n)`` per record (complex128), in cache-sized chunks of records."""
+    n = t.shape[-1]
+    flat = t.reshape(-1, n)
+    out = torch.empty(flat.shape[0], dtype=torch.complex128, device=t.device)
+    step = max(1, (1 << 16) // n)
+    for s in range(0, flat.shape[0], step):
+        xc = flat[s : s + step]
+        if xc.is_complex():
+            a, b = xc.real.to(torch.float64), xc.imag.to(torch.float64)
+            re = (a[:, lag:] * a[:, :-lag]).sum(-1) + (b[:, lag:] * b[:, :-lag]).sum(-1)
+            im = (b[:, lag:] * a[:, :-lag]).sum(-1) - (a[:, lag:] * b[:, :-lag]).sum(-1)
+        else:
+            a = xc.to(torch.float64)
+            re, im = (a[:, lag:] * a[:, :-lag]).sum(-1), torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+        out[s : s + step] = torch.complex(re, im) / (n - lag)
+    return out.reshape(t.shape[:-1])
+
+
 def _cp_factors(t: torch.Tensor, c21: torch.Tensor, n_fft: int, cp_length: int,
                 rho: float | None, comps: tuple[str, ...]) -> torch.Tensor:
     """Variance factors ``1 + 2 f w(rho)`` per component, shape (..., d)."""
     f = cp_length / (n_fft + cp_length)
     if rho is None:
-        x = t.to(torch.complex128) if t.is_complex() else t.to(torch.float64)
-        lag = (x[..., n_fft:] * x[..., :-n_fft].conj()).mean(-1)
-        r = lag / (f * c21)
+        r = _lag_correlation(t, n_fft) / (f * c21)
         r = torch.where(r.abs() > 1.0, r / r.abs(), r)  # a correlation: clip the modulus to 1
         r = r.to(torch.complex128)
     else:
