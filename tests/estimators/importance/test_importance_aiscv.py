@@ -106,7 +106,7 @@ def test_result_bookkeeping_and_determinism():
     p = gaussian_moments(4)
     r1 = aiscv(p.phis, p.inputs, 5000, generator=gen(3), names=list(p.names))
     r2 = aiscv(p.phis, p.inputs, 5000, generator=gen(3))
-    torch.testing.assert_close(r1.estimate, r2.estimate, rtol=0, atol=0)
+    torch.testing.assert_close(r1.estimate, r2.estimate, rtol=1e-12, atol=0)  # BLAS may reorder sums
     assert r1.n_adaptive + r1.n_final == r1.n_samples == 5000
     assert r1.n_adaptive <= 2500
     assert r1.trace[0].iteration == 0 and len(r1.trace) >= 2
