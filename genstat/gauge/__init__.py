@@ -15,6 +15,7 @@ from .decompose import (
 )
 from .dimension import IDEstimate, id_flipd, id_flow_jacobian, id_mle, id_score_svd, id_twonn, spectral_gap
 from .models import EnergyScore, FreeScore, ScoreFitResult, fit_score
+from .sampling import langevin_sampler
 
 __all__ = [
     "EnergyScore",
@@ -34,6 +35,7 @@ __all__ = [
     "id_mle",
     "id_score_svd",
     "id_twonn",
+    "langevin_sampler",
     "linear_gauge_decomposition",
     "nonconservativity",
     "spectral_gap",
