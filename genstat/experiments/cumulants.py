@@ -236,6 +236,7 @@ def run_bench(p: BenchParams, run: Run) -> None:
         "chi2 c40_c42 white": gaussianity_test(y, alpha=p.alpha).reject,
         "chi2 c40_c42 cyclic_prefix": gaussianity_test(y, alpha=p.alpha, covariance="cyclic_prefix", n_fft=64,
                                                        cp_length=16).reject,
+        "chi2 c40_c42 hac": gaussianity_test(y, alpha=p.alpha, covariance="hac").reject,
         "normaltest Re/Im Bonferroni": normaltest_test(yn, alpha=p.alpha).reject,
         "jarque_bera Re/Im Bonferroni": jarque_bera_test(yn, alpha=p.alpha).reject,
         "|C42| > 0.1": c42_threshold_test(y, threshold=0.1).reject,
