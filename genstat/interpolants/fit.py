@@ -96,7 +96,7 @@ def _draw(src: Source, n: int, gen: torch.Generator, dev: torch.device, dtype: t
 def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target: Source, *, field: str = "b",
         steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, coupling: str = "independent",
         antithetic: bool = False, time_sampling: str = "uniform", t_range: tuple[float, float] = (0.0, 1.0),
-        lr_schedule: str = "constant", ema: float | None = None, reg: float = 0.05,
+        lr_schedule: str = "constant", ema: float | None = None, reg: float = 0.05, coupling_every: int = 1,
         generator: torch.Generator | None = None, progress: bool = False,
         callback: Callable[[int, float], None] | None = None) -> FitResult:
     """Fit ``model(t, x)`` to the field ``field`` of ``interpolant`` by stochastic gradient descent.
@@ -128,6 +128,11 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         ``model`` at the end.
     reg : float
         Relative entropic regularisation of the Sinkhorn coupling.
+    coupling_every : int
+        Amortised couplings: every ``coupling_every`` steps one fresh batch is coupled and pushed to a
+        pool holding the last ``coupling_every`` coupled batches; each step trains on ``batch_size``
+        pairs drawn uniformly from the pool. ``1`` (default) couples a fresh batch every step. This
+        cuts the cost of ``"ot"`` / ``"sinkhorn"`` by that factor at the same number of steps.
     generator : torch.Generator
         The only source of randomness (data, times, noise, couplings).
     progress : bool
@@ -169,7 +174,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("coupling_every", coupling_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -201,6 +206,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     w0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(range(steps), disable=not (progress and sys.stderr.isatty()), leave=False, desc="fit")
     model.train()
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
     for step in bar:
         if coupling == "paired":
             if isinstance(source, torch.Tensor):
@@ -212,6 +218,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 if not (isinstance(pair, tuple) and len(pair) == 2):
                     raise TypeError("with coupling='paired' the source sampler must return (x0, x1)")
                 x0, x1 = pair
+        elif pool is not None and step % coupling_every != 0:
+            idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
+            x0, x1 = pool[0][idx], pool[1][idx]
         else:
             x1 = _draw(target, batch_size, generator, dev, dtype, "target")
             if interpolant.mirror:
@@ -223,6 +232,11 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
             if step == 0 and x0.shape != x1.shape:
                 raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs {tuple(x1.shape)}")
             x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
+            if coupling_every > 1:
+                keep = (coupling_every - 1) * batch_size
+                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]), torch.cat([pool[1][-keep:], x1]))
+                idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
+                x0, x1 = pool[0][idx], pool[1][idx]
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)
         z = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev) \
             if interpolant.has_noise else None

@@ -56,7 +56,8 @@ class LikelihoodResult:
 
 def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[torch.Tensor], torch.Tensor], *,
                    divergence: str = "exact", n_probes: int = 1, steps: int = 100, method: str = "rk4",
-                   t0: float = 0.0, t1: float = 1.0, probe: str = "rademacher",
+                   t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-6, atol: float = 1e-6,
+                   probe: str = "rademacher",
                    generator: torch.Generator | None = None) -> LikelihoodResult:
     """Log-density of ``x1`` under the flow of ``b`` started from ``source_log_prob`` at ``t0``.
 
@@ -77,6 +78,8 @@ def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[tor
         Fixed-step solver (``"euler"``, ``"heun"``, ``"rk4"``) or ``"dopri5"`` for the augmented ODE.
     t0, t1 : float
         Integrate backward from t1 to t0.
+    rtol, atol : float
+        Tolerances of dopri5.
     probe : str
         ``"rademacher"`` or ``"gaussian"`` probe vectors.
     generator : torch.Generator, optional
@@ -145,7 +148,7 @@ def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[tor
 
     y1 = torch.cat([x1.detach(), torch.zeros(n, k, dtype=x1.dtype, device=x1.device)], 1)
     # integrate backward: the extra columns accumulate int_{t1}^{t0} div dt = -int_{t0}^{t1} div dt
-    y0, nfe, _, _ = integrate(rhs, y1, float(t1), float(t0), steps=steps, method=method)
+    y0, nfe, _, _ = integrate(rhs, y1, float(t1), float(t0), steps=steps, method=method, rtol=rtol, atol=atol)
     x0 = y0[:, :d]
     neg_int = y0[:, d:]  # = -int div dt
     lp0 = source_log_prob(x0)

@@ -92,6 +92,12 @@ def integrate(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor
         raise ValueError(f"method must be one of {ODE_METHODS}, got {method!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    lo, hi = min(t0, t1), max(t0, t1)
+    raw_f = f
+
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:  # keep rounding errors of the time grid inside [t0, t1]
+        return raw_f(min(hi, max(lo, t)), y)
+
     y = y0
     traj = [y0] if record else None
     times = [float(t0)] if record else None
@@ -331,7 +337,7 @@ def sample_sde(b: Field, s: Field | None, x0: torch.Tensor, *, eps: float | Call
     sign = 1.0 if fwd else -1.0
     h = (t1 - t0) / steps
     for k in range(steps + 1):  # validate eps on the grid before any work
-        _eps_value(eps, t0 + k * h)
+        _eps_value(eps, min(1.0, max(0.0, t0 + k * h)))
 
     def drift(t: float, x: torch.Tensor, e: float) -> torch.Tensor:
         out = _field_call(b, "b", t, x)
@@ -371,9 +377,10 @@ def sample_sde(b: Field, s: Field | None, x0: torch.Tensor, *, eps: float | Call
                 if method == "em":
                     x = x + h * f0 + noise
                 else:
-                    e1 = _eps_value(eps, t + h)
+                    tn = min(1.0, max(0.0, t + h))
+                    e1 = _eps_value(eps, tn)
                     xp = x + h * f0 + noise
-                    f1 = drift(t + h, xp, e1)
+                    f1 = drift(tn, xp, e1)
                     nfe += 1
                     x = x + 0.5 * h * (f0 + f1) + noise
                 if return_trajectory:
