@@ -1,0 +1,213 @@
+"""Experiment kinds for estimators.td: RL value-loss comparison and the GGD fitting benchmark."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from .registry import experiment
+from .runner import Run
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    value_loss: Literal["mse", "gauss_biv", "ggd_biev"]
+    ensemble: int = Field(5, ge=1)
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    algo: Literal["ppo", "sac"]
+    env: str
+    steps: int = Field(ge=1)
+
+
+def _default_variants() -> list[Variant]:
+    return [Variant(name="plain", value_loss="mse", ensemble=1),
+            Variant(name="gauss_biv", value_loss="gauss_biv", ensemble=5),
+            Variant(name="ggd_biev", value_loss="ggd_biev", ensemble=5)]
+
+
+def _default_tasks() -> list[Task]:
+    return [Task(algo="ppo", env="NoisyCartPole-v1", steps=50_000),
+            Task(algo="ppo", env="Acrobot-v1", steps=50_000),
+            Task(algo="sac", env="NoisyPendulum-v1", steps=10_000)]
+
+
+class WeightingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variants: list[Variant] = Field(default_factory=_default_variants)
+    tasks: list[Task] = Field(default_factory=_default_tasks)
+    seeds: int = Field(5, ge=1)
+    eval_episodes: int = Field(10, ge=1)
+    bootstrap: int = Field(2000, ge=100)
+    sac_plain_ensemble: int = Field(2, ge=1, description="critics of plain SAC (clipped double Q)")
+
+
+def _bootstrap_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):
+    if len(x) < 2:
+        return math.nan, math.nan
+    means = rng.choice(x, size=(n_boot, len(x)), replace=True).mean(1)
+    return tuple(np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def _curve(log: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    ret = log["episode_return"].ffill().bfill().to_numpy()
+    return np.interp(grid, log["env_steps"].to_numpy(), ret)
+
+
+@experiment("td.weighting", WeightingParams,
+            help="plain vs Gaussian NLL + BIV vs GGD + BIEV value losses in PPO/SAC over seeds")
+def run_weighting(p: WeightingParams, run: Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    from estimators.td.agents import PPO, SAC, PPOConfig, SACConfig
+    from genstat.mc import block_seed
+
+    rows = []
+    curves: dict[tuple[str, str], list[np.ndarray]] = {}
+    for task in p.tasks:
+        grid = np.linspace(0, task.steps, 51)[1:]
+        for v in p.variants:
+            for s in range(p.seeds):
+                seed = int(block_seed(run.seed, s) % (2**31))
+                t0 = time.perf_counter()
+                if task.algo == "ppo":
+                    agent = PPO(task.env, PPOConfig(value_loss=v.value_loss, ensemble=v.ensemble), seed=seed)
+                else:
+                    k = p.sac_plain_ensemble if v.value_loss == "mse" else v.ensemble
+                    agent = SAC(task.env, SACConfig(value_loss=v.value_loss, ensemble=k), seed=seed)
+                rec = agent.learn(task.steps)
+                evals = agent.evaluate(p.eval_episodes)
+                log = rec.to_frame()
+                curve = _curve(log, grid)
+                curves.setdefault((f"{task.algo}:{task.env}", v.name), []).append(curve)
+                tail = log.iloc[int(0.8 * len(log)):]
+                row = {"task": f"{task.algo}:{task.env}", "variant": v.name, "seed_index": s, "seed": seed,
+                       "final_return": float(evals.mean()), "auc": float(curve.mean()),
+                       "beta_mean_last20": float(tail["beta_mean"].mean()),
+                       "ensemble_std_last20": float(tail["ensemble_std"].mean()),
+                       "td_abs_last20": float(tail["td_abs"].mean()),
+                       "wall_s": time.perf_counter() - t0}
+                rows.append(row)
+                run.add_results(row)
+                run.log(f"{row['task']} {v.name} seed {s}: final {row['final_return']:.1f} "
+                        f"auc {row['auc']:.1f} ({row['wall_s']:.0f} s)")
+    df = pd.DataFrame(rows)
+    rng = np.random.default_rng(np.random.SeedSequence([run.seed, 17]))
+    summary = []
+    for (task, variant), g in df.groupby(["task", "variant"], sort=False):
+        out = {"task": task, "variant": variant, "seeds": len(g)}
+        for m in ("final_return", "auc"):
+            x = g[m].to_numpy()
+            lo, hi = _bootstrap_ci(x, p.bootstrap, rng)
+            out.update({m: x.mean(), f"{m}_lo": lo, f"{m}_hi": hi})
+        base = df[(df.task == task) & (df.variant == p.variants[0].name)].sort_values("seed_index")
+        if variant != p.variants[0].name and len(g) >= 2:
+            a = g.sort_values("seed_index")["auc"].to_numpy()
+            b = base["auc"].to_numpy()
+            out["auc_diff_vs_first"] = float((a - b).mean())
+            out["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
+            out["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
+        out["beta_mean"] = g["beta_mean_last20"].mean()
+        out["ensemble_std"] = g["ensemble_std_last20"].mean()
+        summary.append(out)
+    summ = pd.DataFrame(summary)
+    run.save_table(summ, "summary")
+    run.save_text(summ.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else summ.to_string(), "summary.md")
+    for task in df.task.unique():
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        steps = next(t.steps for t in p.tasks if f"{t.algo}:{t.env}" == task)
+        grid = np.linspace(0, steps, 51)[1:]
+        for v in p.variants:
+            c = np.array(curves[(task, v.name)])
+            m, se = c.mean(0), c.std(0, ddof=1) / math.sqrt(len(c)) if len(c) > 1 else 0 * c[0]
+            ax.plot(grid, m, label=v.name)
+            ax.fill_between(grid, m - se, m + se, alpha=0.25)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("training episode return")
+        ax.set_title(task)
+        ax.legend()
+        run.save_figure(fig, "curve_" + task.replace(":", "_"))
+    run.log(summ.to_string())
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class BenchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: int = Field(1000, ge=4)
+    n_samples: int = Field(10_000, ge=10)
+    betas: list[float] = [0.5, 1.0, 2.0, 4.0]
+    scipy_groups: int = Field(40, ge=1, description="groups fitted by the scipy loop (time extrapolated)")
+    dtypes: list[Literal["float64", "float32"]] = ["float64", "float32"]
+    repeats: int = Field(3, ge=1)
+
+
+@experiment("td.bench_ggd", BenchParams,
+            help="batched fit_ggd vs a loop of scipy.stats.gennorm.fit: time ratio and accuracy")
+def run_bench(p: BenchParams, run: Run) -> None:
+    import torch
+    from scipy import stats
+
+    from estimators.td import GeneralizedGaussian, fit_ggd
+
+    nb = len(p.betas)
+    true_beta = torch.tensor(p.betas, dtype=torch.float64).repeat_interleave(math.ceil(p.groups / nb))[: p.groups]
+    dist = GeneralizedGaussian(torch.zeros(p.groups, dtype=torch.float64), torch.ones(p.groups, dtype=torch.float64),
+                               true_beta)
+    x64 = dist.sample((p.n_samples,), generator=run.generator()).T.contiguous()
+    # the scipy subset: the first groups of every beta, equally many
+    per = max(1, p.scipy_groups // nb)
+    block = math.ceil(p.groups / nb)
+    subset = [i * block + j for i in range(nb) for j in range(per) if i * block + j < p.groups]
+    t0 = time.perf_counter()
+    sc = np.array([stats.gennorm.fit(x64[i].numpy()) for i in subset])  # (beta, loc, scale)
+    scipy_per_fit = (time.perf_counter() - t0) / len(subset)
+    scipy_total = scipy_per_fit * p.groups
+    run.log(f"scipy.stats.gennorm.fit: {1e3 * scipy_per_fit:.1f} ms per fit over {len(subset)} fits; "
+            f"extrapolated to {p.groups} groups: {scipy_total:.1f} s")
+    tb = true_beta.numpy()
+    for dtype in p.dtypes:
+        x = x64.to(getattr(torch, dtype))
+        for method in ("mle", "kurtosis"):
+            times = []
+            for _ in range(p.repeats):
+                t0 = time.perf_counter()
+                fit = fit_ggd(x, method=method)
+                times.append(time.perf_counter() - t0)
+            t = min(times)
+            bhat = fit.beta.double().numpy()
+            for b in p.betas:
+                m = tb == b
+                ms = np.array([tb[i] == b for i in subset])
+                rmse = float(np.sqrt(np.mean((bhat[m] / b - 1) ** 2)))
+                rmse_sc = float(np.sqrt(np.mean((sc[ms, 0] / b - 1) ** 2)))
+                agree = float(np.max(np.abs(bhat[subset][ms] - sc[ms, 0]) / sc[ms, 0]))
+                row = {"dtype": dtype, "method": method, "beta": b, "groups": p.groups, "n_samples": p.n_samples,
+                       "fit_ggd_s": t, "scipy_loop_s_extrapolated": scipy_total,
+                       "scipy_ms_per_fit": 1e3 * scipy_per_fit, "speedup": scipy_total / t,
+                       "beta_rel_rmse": rmse, "scipy_beta_rel_rmse_subset": rmse_sc,
+                       "max_rel_diff_vs_scipy_subset": agree,
+                       "beta_z_sd": float(np.std((bhat[m] - b) / fit.beta_stderr.double().numpy()[m])),
+                       "converged": float(fit.converged.double().mean())}
+                run.add_results(row)
+            run.log(f"{dtype} {method}: {t:.2f} s for {p.groups} groups -> {scipy_total / t:.0f}x faster than "
+                    f"the scipy loop")
+    res = run.results
+    run.save_text(res.to_string(index=False), "results.txt")
