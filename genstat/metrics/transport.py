@@ -76,6 +76,9 @@ def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     for name, v in (("x", x), ("y", y)):
         if not isinstance(v, torch.Tensor) or v.ndim != 2 or v.shape[0] < 2:
             raise ValueError(f"{name} must be a tensor of shape (n, d) with n >= 2, got {getattr(v, 'shape', None)}")
+    for name, v in (("x", x), ("y", y)):
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     return x.detach().double().cpu(), y.detach().double().cpu()

@@ -93,5 +93,7 @@ def test_mmd_bootstrap_fields_and_bad_inputs():
         mmd(x, y, level=1.5)
     with pytest.raises(ValueError, match="bandwidth"):
         mmd(x, y, bandwidth=0.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        wasserstein2(x * float("nan"), y)
     with pytest.raises(ValueError, match="y_ref"):
         wasserstein2(x, y, y_ref=y[:10])
