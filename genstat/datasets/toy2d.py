@@ -3,8 +3,8 @@
 Every sampler has the engine's signature ``sampler(n, generator, device)`` (plus keyword options) and
 draws only from the explicit ``generator``. The shapes follow the conventions of the flow-matching
 literature (torchcfm's ``sample_8gaussians`` / ``sample_moons``) so that W2 numbers are comparable:
-8 gaussians on a circle of radius 5 with per-coordinate variance ``sqrt(0.1)``, moons with noise 0.2
-mapped by ``3 x - 1``.
+8 gaussians on a circle of radius 5 with per-coordinate variance ``sqrt(0.1)``, torchdyn's moons
+(noise 0.2) mapped by ``3 x - 1``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "GaussianMixture",
+    "MOONS_STYLES",
     "TOY2D_NAMES",
     "checkerboard",
     "circles",
@@ -197,10 +198,22 @@ def eight_gaussians(n: int, generator: torch.Generator, device=None, *, dtype: t
     return eight_gaussians_mixture(radius, variance, dtype).sample(n, generator)
 
 
+MOONS_STYLES = ("torchdyn", "sklearn", "iid")
+
+
 def moons(n: int, generator: torch.Generator, device=None, *, dtype: torch.dtype = torch.float32,
-          noise: float = 0.2, scale: float = 3.0, shift: float = -1.0) -> torch.Tensor:
-    """Two interleaved half circles (sklearn's ``make_moons`` with uniform random angles) + Gaussian
-    noise, mapped by ``scale * x + shift``; shape (n, 2).
+          noise: float = 0.2, scale: float = 3.0, shift: float = -1.0, style: str = "torchdyn") -> torch.Tensor:
+    """Two interleaved half circles, mapped by ``scale * x + shift``; shape (n, 2), rows shuffled.
+
+    ``style``:
+
+    - ``"torchdyn"`` (default, the moons of torchcfm's ``sample_moons`` = torchdyn's
+      ``generate_moons``): ``n // 2`` outer and ``n - n // 2`` inner points at evenly spaced angles,
+      each point shifted by ``u (1, 1)`` with ``u ~ U[0, noise)``. The W2 noise floor of REFERENCE.md
+      (0.076 at n = 2000) refers to this layout.
+    - ``"sklearn"``: the same evenly spaced angles with isotropic Gaussian noise of sd ``noise``
+      (``sklearn.datasets.make_moons``).
+    - ``"iid"``: i.i.d. uniform angles and moon labels, Gaussian noise.
 
     Examples
     --------
@@ -209,13 +222,26 @@ def moons(n: int, generator: torch.Generator, device=None, *, dtype: torch.dtype
     torch.Size([4, 2])
     """
     _check_n(n)
+    if style not in MOONS_STYLES:
+        raise ValueError(f"style must be one of {MOONS_STYLES}, got {style!r}")
     gen = _gen(generator)
     dev = gen.device
-    theta = math.pi * torch.rand(n, generator=gen, device=dev, dtype=dtype)
-    upper = torch.rand(n, generator=gen, device=dev) < 0.5
+    n_out = n // 2
+    if style == "iid":
+        theta = math.pi * torch.rand(n, generator=gen, device=dev, dtype=dtype)
+        upper = torch.rand(n, generator=gen, device=dev) < 0.5
+    else:
+        theta = torch.cat([torch.linspace(0, math.pi, n_out, dtype=dtype, device=dev),
+                           torch.linspace(0, math.pi, n - n_out, dtype=dtype, device=dev)])
+        upper = torch.arange(n, device=dev) < n_out
     x = torch.where(upper, torch.cos(theta), 1 - torch.cos(theta))
     y = torch.where(upper, torch.sin(theta), 0.5 - torch.sin(theta))
-    pts = torch.stack([x, y], 1) + noise * torch.randn(n, 2, generator=gen, device=dev, dtype=dtype)
+    pts = torch.stack([x, y], 1)
+    if style == "torchdyn":
+        pts = pts + noise * torch.rand(n, 1, generator=gen, device=dev, dtype=dtype)
+    else:
+        pts = pts + noise * torch.randn(n, 2, generator=gen, device=dev, dtype=dtype)
+    pts = pts[torch.randperm(n, generator=gen, device=dev)]
     return scale * pts + shift
 
 

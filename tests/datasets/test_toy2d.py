@@ -73,10 +73,25 @@ def test_checkerboard_and_moons_supports():
     x = toy.checkerboard(4000, torch.Generator().manual_seed(5))
     cells = (torch.floor(x[:, 0] / 2) + torch.floor(x[:, 1] / 2)) % 2
     assert bool((cells == 0).all())  # only one colour of the board
-    m = toy.moons(4000, torch.Generator().manual_seed(6), noise=0.0, scale=1.0, shift=0.0)
+    m = toy.moons(4000, torch.Generator().manual_seed(6), noise=0.0, scale=1.0, shift=0.0, style="sklearn")
     d_outer = ((m**2).sum(1).sqrt() - 1).abs()
     d_inner = (((m - torch.tensor([1.0, 0.5])) ** 2).sum(1).sqrt() - 1).abs()
     assert float(torch.minimum(d_outer, d_inner).max()) < 1e-5  # points lie on the two unit half circles
+
+
+def test_moons_styles_and_floor():
+    from genstat.metrics import wasserstein2
+
+    g = torch.Generator().manual_seed(7)
+    for style in toy.MOONS_STYLES:
+        x = toy.moons(1000, g, style=style)
+        assert x.shape == (1000, 2)
+    # torchdyn layout: shift along (1, 1) only, so x - y is noise-free given the angle
+    a = toy.moons(1000, g, noise=0.2, scale=1.0, shift=0.0)
+    b = toy.moons(1000, g, noise=0.2, scale=1.0, shift=0.0)
+    assert wasserstein2(a, b).estimate < 0.05
+    with pytest.raises(ValueError, match="style"):
+        toy.moons(3, g, style="nope")
 
 
 def test_bad_inputs():
