@@ -247,10 +247,10 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
         step = torch.where(beta_done, 0.0, (gt / i_eff).clamp(-1.0, 1.0))
         prev_t = t
         t = (t + step).clamp(math.log(_BETA_MIN), math.log(_BETA_MAX))
-        # stop when the step is below tol or 1e-3 of the standard error of log beta (scoring converges at
+        # stop when the step is below tol or 1e-2 of the standard error of log beta (scoring converges at
         # rate O(1/sqrt(n)), so what is left after this step is far smaller); float32 sums carry rounding
         # noise of ~1e3 eps in the score, a small fraction of a standard error for any sample size
-        thr = torch.clamp(1e-3 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))  # float32: rounding noise of the score
+        thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))  # float32: rounding noise of the score
         beta_done |= step.abs() < thr
         if not torch.all(loc_done):
             # Fisher scoring for mu at the pre-step beta: the score is (b/alpha^b) sum sign(d)|d|^(b-1)

@@ -49,9 +49,9 @@ def test_ppo_continuous_actions():
 
 @pytest.mark.parametrize("kind", ["mse", "gauss_biv", "ggd_biev"])
 def test_sac_runs_and_is_seeded(kind):
-    cfg = SACConfig(learning_starts=40, batch_size=16, hidden=16, ensemble=3, value_loss=kind, log_every=40)
-    a = SAC("NoisyPendulum-v1", cfg, seed=1).learn(80)
-    b = SAC("NoisyPendulum-v1", cfg, seed=1).learn(80)
+    cfg = SACConfig(learning_starts=30, batch_size=16, hidden=16, ensemble=3, value_loss=kind, log_every=30)
+    a = SAC("NoisyPendulum-v1", cfg, seed=1).learn(60)
+    b = SAC("NoisyPendulum-v1", cfg, seed=1).learn(60)
     assert isinstance(a, TrainingResult)
     assert a.to_frame().equals(b.to_frame())
     assert np.isfinite(a.to_frame()["value_loss"].iloc[-1])
