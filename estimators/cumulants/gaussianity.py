@@ -5,6 +5,10 @@ of normalised cumulant estimates ``c`` is asymptotically normal, ``sqrt(N) c -> 
 
     D = N c^T Sigma^{-1} c  ~  chi^2_d          (reject when D > chi^2_{d, 1-alpha}).
 
+For the white and cyclic-prefix covariances ``Sigma`` is diagonal and ``D`` is computed with the
+exact finite-``N`` H0 mean and variance of each component (:func:`h0_moments`), which agree with
+``Sigma / N`` to first order.
+
 ``Sigma`` is what the ``covariance`` option chooses:
 
 * ``"white"``: i.i.d. circular Gaussian samples. With ``sigma^2 = C21`` the influence functions of

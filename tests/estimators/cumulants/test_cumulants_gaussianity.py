@@ -215,3 +215,16 @@ def test_too_short_records():
         gaussianity_test(np.ones((3, 5), dtype=complex))
     with pytest.raises(TypeError, match="n_fft must be an int"):
         gaussianity_test(np.ones((1, 512), dtype=complex), covariance="cyclic_prefix", n_fft=64.0, cp_length=16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    x = signals.complex_noise(64, 1024, generator=torch.Generator().manual_seed(0))
+    for kw in (dict(), dict(covariance="cyclic_prefix", n_fft=64, cp_length=16), dict(covariance="hac")):
+        a = gaussianity_test(x, **kw)
+        b = gaussianity_test(x.cuda(), **kw)
+        assert b.statistic.device.type == "cuda"
+        torch.testing.assert_close(b.statistic.cpu(), a.statistic)
+    y = SignalConfig("ofdm").generate(4, 256, 10.0, generator=torch.Generator("cuda").manual_seed(0))
+    assert y.device.type == "cuda"
