@@ -107,6 +107,18 @@ class FrozenProposal:
             x = torch.cat([x, inputs.sample_mean(n_def, generator).to(torch.float64)], 0)
         return x
 
+    def sample_qmc_stratified(self, counts: torch.Tensor, seed: int) -> torch.Tensor:
+        """(sum counts, d) points: ``counts[m]`` scrambled-Sobol' points through Gaussian m."""
+        d = self.family.mean.shape[-1]
+        parts = []
+        for j, c in enumerate(counts.tolist()):
+            if c > 0:
+                eng = torch.quasirandom.SobolEngine(d, scramble=True, seed=seed + j)
+                u = eng.draw(int(c), dtype=torch.float64).clamp(1e-15, 1 - 1e-15)
+                eps = torch.as_tensor(ndtri(u.numpy())).to(self.alpha.device)
+                parts.append(self.family.mean[j, 0] + eps @ self.family.scale_tril[j, 0].T)
+        return torch.cat(parts, 0)
+
     def sample_qmc(self, n: int, seed: int) -> torch.Tensor:
         """(n, d) scrambled-Sobol' points pushed through g_alpha (component by the first
         coordinate's inverse CDF, Gaussian by the inverse normal CDF of the others)."""
@@ -122,6 +134,16 @@ class FrozenProposal:
         mu = self.family.mean.reshape(J * c, d)[comp]
         L = self.family.scale_tril.reshape(J * c, d, d)[comp]
         return mu + (L @ eps[:, :, None])[:, :, 0]
+
+
+def _allocate(alpha: torch.Tensor, m: int) -> torch.Tensor:
+    """Largest-remainder rounding of m * alpha to integers summing to m (float64 counts)."""
+    raw = alpha * m
+    counts = torch.floor(raw)
+    short = m - int(counts.sum())
+    if short > 0:
+        counts[torch.argsort(raw - counts, descending=True)[:short]] += 1
+    return counts
 
 
 def _weights0(weights, J: int, I0: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -166,6 +188,8 @@ def aiscv(
     final: Literal["iid", "rqmc"] = "iid",
     n_randomizations: int = 8,
     cov_floor: float = DEFAULT_COV_FLOOR,
+    alpha_floor: float = 1e-3,
+    patience: int = 2,
     names: list[str] | tuple[str, ...] | None = None,
     level: float = 0.95,
     generator: torch.Generator,
@@ -200,6 +224,15 @@ def aiscv(
         spread).
     cov_floor : float
         Relative covariance floor added to every cross-entropy fit.
+    patience : int
+        Stop after this many consecutive iterations whose predicted final variance
+        ``sum_j w_j sigma^2_{j,k} / (N - N_k)`` does not decrease. 1 is the paper's rule; the
+        default 2 rides out one noisy batch (measured on the cantilever case: one bad batch would
+        otherwise freeze an early proposal and double the final variance).
+    alpha_floor : float
+        Each mixture weight is kept >= ``alpha_floor / J`` after the alpha-step: a share
+        ``alpha_floor`` of the sample spread over all components, so no g_j is left uncovered
+        because the sample-based alpha objective missed its tail.
     generator : torch.Generator
         Source of randomness (the final i.i.d. stage is block-seeded from a seed drawn from it).
     allow_negative : bool
@@ -237,6 +270,10 @@ def aiscv(
         raise ValueError(f"defensive must be in [0, 1), got {defensive}")
     if not 0.0 < float(batch_fraction) < 0.5:
         raise ValueError(f"batch_fraction must be in (0, 0.5), got {batch_fraction}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be an int >= 1, got {patience!r}")
+    if not 0.0 <= float(alpha_floor) < 1.0:
+        raise ValueError(f"alpha_floor must be in [0, 1), got {alpha_floor}")
     if not 0.0 < float(max_adaptive_fraction) < 1.0:
         raise ValueError(f"max_adaptive_fraction must be in (0, 1), got {max_adaptive_fraction}")
     inp = InputSet(inputs)
@@ -278,6 +315,7 @@ def aiscv(
     used = nb
     log_fbar_all = logq[0]
 
+    misses = 0
     while used + nb <= max_adapt:
         k = len(proposals)
         # balance heuristic: h = sum_k (n_k / n) q_k over all proposals used so far
@@ -297,7 +335,7 @@ def aiscv(
         log_a = torch.log(num) + s - logh
         a = torch.exp(log_a - log_a.max()) if bool(torch.isfinite(log_a.max())) else torch.zeros_like(num)
         c = defensive * torch.exp(log_fbar_all - s) if defensive > 0 else None
-        sol = minimize_on_simplex(a, (1 - defensive) * gz, c, alpha0=alpha, floor=1e-3 / J)
+        sol = minimize_on_simplex(a, (1 - defensive) * gz, c, alpha0=alpha, floor=alpha_floor / J)
         alpha = sol.alpha
         prop = FrozenProposal(fam, alpha, beta, float(defensive))
         # a new batch from g_alpha
@@ -334,7 +372,8 @@ def aiscv(
         crit_new = float((w_dev * var_k).sum()) / (N - used)
         trace.append(AdaptationStep(k, used, alpha.cpu(), beta.cpu(), var_k.cpu(), crit_new, sol.gap))
         sigma2 = var_k
-        if crit_prev <= crit_new:
+        misses = misses + 1 if crit_prev <= crit_new else 0
+        if misses >= patience:
             break
 
     # freeze the sampler with the smallest estimated criterion sum_j w_j sigma^2_{j,k}, the initial
@@ -348,7 +387,7 @@ def aiscv(
     n_final = N - used
     seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
 
-    def summand_fn(x: torch.Tensor) -> torch.Tensor:
+    def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
         x = x.to(torch.float64)
         y = call_phis(phis, to_in(x), J, allow_negative)
         lf = inp.log_prob(to_in(x))
@@ -372,7 +411,16 @@ def aiscv(
         m = n_final // n_randomizations
         if m < 1:
             raise ValueError(f"budget too small for {n_randomizations} randomizations of the final sample")
-        reps = torch.stack([summand_fn(prop.sample_qmc(m, seed + r)).mean(0) for r in range(n_randomizations)])
+        if prop.family.c == 1:
+            # stratified over components: n_m = round(m alpha_m) points of component m, each an
+            # independently scrambled Sobol' sequence; g_alpha uses the realised fractions n_m / m
+            # (deterministic-mixture weights), so each randomisation is unbiased
+            counts = _allocate(prop.alpha, m)
+            prop = FrozenProposal(prop.family, counts / m, torch.where(counts > 0, prop.beta, 0.0), 0.0)
+            draw_q = lambda r: prop.sample_qmc_stratified(counts, seed + r * (J + 1))  # noqa: E731
+        else:
+            draw_q = lambda r: prop.sample_qmc(m, seed + r)  # noqa: E731
+        reps = torch.stack([summand_fn(draw_q(r), prop).mean(0) for r in range(n_randomizations)])
         mom = RunningMoments.from_batch(reps)
         est = mom.mean
         cov = mom.covariance() / n_randomizations
