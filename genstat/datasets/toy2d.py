@@ -113,7 +113,8 @@ class GaussianMixture:
         """Mixture covariance (law of total covariance), shape (d, d)."""
         m = self.mean
         dm = self.means - m
-        return torch.einsum("k,kij->ij", self.weights, self.covariances) + torch.einsum("k,ki,kj->ij", self.weights, dm, dm)
+        within = torch.einsum("k,kij->ij", self.weights, self.covariances)
+        return within + torch.einsum("k,ki,kj->ij", self.weights, dm, dm)
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log w_k + log N(x; m_k, C_k)``, shape (n, K)."""

@@ -159,7 +159,8 @@ def run_toy2d(p: Toy2dParams, run: Run) -> None:
     for seed in p.seeds:
         interp, model = _build(m, seed)
         rec = _train(m, interp, model, src, tgt, p.steps, seed, m.field)
-        run.log(f"seed {seed}: trained {p.steps} steps in {rec.cpu_time:.1f} CPU s (final loss {float(rec.losses[-1]):.4f})")
+        run.log(f"seed {seed}: trained {p.steps} steps in {rec.cpu_time:.1f} CPU s "
+                f"(final loss {float(rec.losses[-1]):.4f})")
         for step in range(0, p.steps, max(1, p.steps // 50)):
             run.metric(seed=seed, step=step + 1, loss=float(rec.losses[step]))
         x0, y, y_ref = _eval_sets(p, seed)

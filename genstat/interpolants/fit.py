@@ -234,7 +234,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
             x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
             if coupling_every > 1:
                 keep = (coupling_every - 1) * batch_size
-                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]), torch.cat([pool[1][-keep:], x1]))
+                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
+                                                      torch.cat([pool[1][-keep:], x1]))
                 idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
                 x0, x1 = pool[0][idx], pool[1][idx]
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)

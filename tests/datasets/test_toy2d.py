@@ -18,15 +18,16 @@ def test_all_names_resolve():
 def mixture(dtype=torch.float64):
     return GaussianMixture(torch.tensor([0.2, 0.5, 0.3], dtype=dtype),
                            torch.tensor([[0.0, 0.0], [3.0, 1.0], [-2.0, 2.0]], dtype=dtype),
-                           torch.tensor([[[1.0, 0.4], [0.4, 0.8]], [[0.3, 0.0], [0.0, 0.2]], [[0.5, -0.2], [-0.2, 1.5]]],
-                                        dtype=dtype))
+                           torch.tensor([[[1.0, 0.4], [0.4, 0.8]], [[0.3, 0.0], [0.0, 0.2]],
+                                         [[0.5, -0.2], [-0.2, 1.5]]], dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log_prob_matches_scipy(dtype):
     gm = mixture(dtype)
     x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0), dtype=dtype) * 2
-    ref = np.log(sum(float(w) * stats.multivariate_normal(m.double().numpy(), c.double().numpy()).pdf(x.double().numpy())
+    xn = x.double().numpy()
+    ref = np.log(sum(float(w) * stats.multivariate_normal(m.double().numpy(), c.double().numpy()).pdf(xn)
                      for w, m, c in zip(gm.weights, gm.means, gm.covariances)))
     out = gm.log_prob(x)
     assert out.dtype == dtype

@@ -40,7 +40,8 @@ def test_learned_velocity_approaches_exact(field, antithetic):
     model = make_model(0)
     before = relative_l2(model, F, src, tgt)
     rec = fit(I, model, src.sample, tgt.sample, field=field, steps=300, batch_size=256, lr=3e-3,
-              lr_schedule="cosine", antithetic=antithetic, t_range=(0.01, 0.99), generator=torch.Generator().manual_seed(1))
+              lr_schedule="cosine", antithetic=antithetic, t_range=(0.01, 0.99),
+              generator=torch.Generator().manual_seed(1))
     after = relative_l2(model, F, src, tgt)
     assert rec.losses.shape == (300,) and rec.wall_time > 0
     assert before > 0.5
@@ -70,8 +71,10 @@ def test_couplings_pool_ema_and_paired():
 def test_fit_is_reproducible():
     src, tgt = gaussians()
     I = Interpolant("trig")
-    r1 = fit(I, make_model(3), src.sample, tgt.sample, steps=5, batch_size=32, generator=torch.Generator().manual_seed(5))
-    r2 = fit(I, make_model(3), src.sample, tgt.sample, steps=5, batch_size=32, generator=torch.Generator().manual_seed(5))
+    r1 = fit(I, make_model(3), src.sample, tgt.sample, steps=5, batch_size=32,
+             generator=torch.Generator().manual_seed(5))
+    r2 = fit(I, make_model(3), src.sample, tgt.sample, steps=5, batch_size=32,
+             generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(r1.losses, r2.losses, rtol=0, atol=0)
 
 

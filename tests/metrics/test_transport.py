@@ -42,7 +42,8 @@ def test_energy_distance_vs_scipy_and_mmd_formula():
     # scipy's (V-statistic) energy distance is sqrt(2 E|X-Y| - E|X-X'| - E|Y-Y'|) with diagonal zeros included
     v = stats.energy_distance(x[:, 0].numpy(), y[:, 0].numpy()) ** 2
     dxx, dyy = torch.cdist(x, x), torch.cdist(y, y)
-    u_from_v = v + float(dxx.mean()) - float(dxx.sum()) / (150 * 149) + float(dyy.mean()) - float(dyy.sum()) / (120 * 119)
+    u_from_v = (v + float(dxx.mean()) - float(dxx.sum()) / (150 * 149)
+                + float(dyy.mean()) - float(dyy.sum()) / (120 * 119))
     assert energy_distance(x, y).estimate == pytest.approx(u_from_v, rel=1e-9)
     h = 0.7
     k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * h * h))  # noqa: E731
