@@ -47,6 +47,8 @@ class WeightingParams(BaseModel):
     eval_episodes: int = Field(10, ge=1)
     bootstrap: int = Field(2000, ge=100)
     sac_plain_ensemble: int = Field(2, ge=1, description="critics of plain SAC (clipped double Q)")
+    sac_learning_starts: int = Field(1000, ge=1)
+    sac_hidden: int = Field(128, ge=1)
 
 
 def _bootstrap_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):
@@ -85,7 +87,10 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
                     agent = PPO(task.env, PPOConfig(value_loss=v.value_loss, ensemble=v.ensemble), seed=seed)
                 else:
                     k = p.sac_plain_ensemble if v.value_loss == "mse" else v.ensemble
-                    agent = SAC(task.env, SACConfig(value_loss=v.value_loss, ensemble=k), seed=seed)
+                    agent = SAC(task.env, SACConfig(value_loss=v.value_loss, ensemble=k, hidden=p.sac_hidden,
+                                                    learning_starts=p.sac_learning_starts,
+                                                    log_every=1000 if task.steps >= 2000 else max(1, task.steps // 4)),
+                                seed=seed)
                 rec = agent.learn(task.steps)
                 evals = agent.evaluate(p.eval_episodes)
                 log = rec.to_frame()

@@ -87,6 +87,12 @@ def make_vector_env(name: str, n_envs: int, *, seed: int, noise: float | None = 
 
     Returns the vector env and the first observations. After an episode ends, ``infos["final_obs"]``
     holds its last observation (for bootstrapping truncated episodes).
+
+    Examples
+    --------
+    >>> venv, obs = make_vector_env("Acrobot-v1", 4, seed=0)
+    >>> obs.shape
+    (4, 6)
     """
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
@@ -101,6 +107,12 @@ def evaluate_policy(policy: Callable[[torch.Tensor], np.ndarray], name: str, *, 
     """Undiscounted returns of ``n_episodes`` episodes of ``policy`` (obs tensor ``(1, d)`` -> action).
 
     Episode ``i`` starts from ``reset(seed=env_seed(seed, 5000 + i))``, so evaluations are reproducible.
+
+    Examples
+    --------
+    >>> r = evaluate_policy(lambda o: np.zeros(len(o), dtype=int), "CartPole-v1", n_episodes=2)
+    >>> r.shape
+    (2,)
     """
     env = make_env(name, noise=noise)
     returns = np.zeros(n_episodes)

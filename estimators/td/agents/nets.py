@@ -46,7 +46,14 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleMLP(nn.Module):
-    """``K`` MLPs ``in_dim -> hidden x depth -> out_dim`` evaluated together: output ``(K, B, out_dim)``."""
+    """``K`` MLPs ``in_dim -> hidden x depth -> out_dim`` evaluated together: output ``(K, B, out_dim)``.
+
+    Examples
+    --------
+    >>> net = EnsembleMLP(5, 4, 2, generator=torch.Generator().manual_seed(0))
+    >>> net(torch.zeros(3, 4)).shape
+    torch.Size([5, 3, 2])
+    """
 
     def __init__(self, members: int, in_dim: int, out_dim: int, *, hidden: int = 64, depth: int = 2,
                  activation: type[nn.Module] = nn.Tanh, generator: torch.Generator, out_gain: float = 1.0):
