@@ -76,7 +76,7 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
     samples = torch.randn(p.decompose_samples, 2, generator=g, dtype=D64) @ L.T
     x_probe = samples[:256]
     fig, axes = plt.subplots(len(fields), 2, figsize=(9, 4.2 * len(fields)))
-    grid = torch.stack(torch.meshgrid(torch.linspace(-4, 4, 17, dtype=D64), torch.linspace(-5, 5, 17, dtype=D64),
+    grid = torch.stack(torch.meshgrid(torch.linspace(-2.5, 2.5, 15, dtype=D64), torch.linspace(-5, 5, 15, dtype=D64),
                                       indexing="xy"), -1).reshape(-1, 2)
     for row, (name, M) in enumerate(fields.items()):
         field = lambda z, M=M: z @ M.T  # noqa: E731
@@ -134,7 +134,7 @@ class IDManifoldsParams(BaseModel):
     sigma_min: float = Field(0.01, gt=0)
     sigma_max: float = Field(1.0, gt=0)
     svd_sigma: float = Field(0.1, gt=0)
-    flipd_sigma: float = Field(0.05, gt=0)
+    flipd_sigma: float = Field(0.1, gt=0)
     n_points: int = Field(20, ge=1)
     flow_points: int = Field(8, ge=1)
     flow_steps: int = Field(32, ge=1)

@@ -279,12 +279,17 @@ def _knn_distances(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(d, k, dim=1, largest=False).values  # (n, k) increasing
 
 
-def id_mle(x: torch.Tensor, *, n_neighbors: int = 20, average: str = "mean") -> IDEstimate:
+def id_mle(x: torch.Tensor, *, n_neighbors: int = 20, average: str = "mean", unbiased: bool = True) -> IDEstimate:
     """Levina-Bickel maximum-likelihood intrinsic dimension.
 
-    ``m_k(x) = [(1 / (k - 1)) sum_{j<k} log(T_k(x) / T_j(x))]^{-1}`` with ``T_j`` the distance to the j-th
-    neighbour; averaged over points (``average="mean"``) or by MacKay-Ghahramani's inverse average
-    (``"inverse"``).
+    ``m_k(x) = [(1 / (k - 2)) sum_{j<k} log(T_k(x) / T_j(x))]^{-1}`` with ``T_j`` the distance to the j-th
+    neighbour (the unbiased normalisation ``k - 2`` of Levina & Bickel, as in scikit-dimension;
+    ``unbiased=False``: the maximum-likelihood ``k - 1``); averaged over points (``average="mean"``) or by
+    MacKay-Ghahramani's inverse average (``"inverse"``).
+
+    References
+    ----------
+    Levina & Bickel, "Maximum likelihood estimation of intrinsic dimension", NIPS 2004, eq. (8)-(9).
 
     Examples
     --------
@@ -297,7 +302,9 @@ def id_mle(x: torch.Tensor, *, n_neighbors: int = 20, average: str = "mean") -> 
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or not 2 <= n_neighbors < x.shape[0]:
         raise ValueError(f"n_neighbors must be an int in [2, n), got {n_neighbors!r}")
     T = _knn_distances(x, n_neighbors).clamp_min(torch.finfo(torch.float64).tiny)
-    inv = torch.log(T[:, -1:] / T[:, :-1]).sum(1) / (n_neighbors - 1)
+    if n_neighbors < 3 and unbiased:
+        raise ValueError(f"n_neighbors must be >= 3 with unbiased=True, got {n_neighbors}")
+    inv = torch.log(T[:, -1:] / T[:, :-1]).sum(1) / (n_neighbors - (2 if unbiased else 1))
     pw = 1.0 / inv
     if average == "mean":
         est = float(pw.mean())
