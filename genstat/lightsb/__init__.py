@@ -6,15 +6,19 @@ from .benchmark import EOTBenchmark
 from .metrics import CBW2UVPResult, cbw2_uvp
 from .mixture import GaussianMixture
 from .model import FitResult, LightSB
-from .oracle import GaussianEOT, gaussian_eot
+from .baselines import DiscreteConditional, SinkhornPlan
+from .oracle import GaussianEOT, gaussian_eot, random_gaussian_eot
 
 __all__ = [
     "CBW2UVPResult",
+    "DiscreteConditional",
     "EOTBenchmark",
     "FitResult",
     "GaussianEOT",
     "GaussianMixture",
     "LightSB",
+    "SinkhornPlan",
     "cbw2_uvp",
     "gaussian_eot",
+    "random_gaussian_eot",
 ]

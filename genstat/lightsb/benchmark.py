@@ -11,8 +11,6 @@ docs/lightsb.md), so absolute numbers are comparable to the paper's only in spir
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -20,19 +18,9 @@ from genstat.mc import block_generator, estimate
 
 from .mixture import GaussianMixture
 from .model import LightSB, _check_epsilon
+from .oracle import _random_spd
 
 __all__ = ["EOTBenchmark"]
-
-
-def _random_spd(d: int, n: int, low: float, high: float, gen: torch.Generator) -> Tensor:
-    """``n`` SPD matrices ``Q diag(u) Q^T`` with Haar rotations and log-uniform spectrum in [low, high]."""
-    z = torch.randn(n, d, d, generator=gen, dtype=torch.float64)
-    q, r = torch.linalg.qr(z)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    u = torch.exp(math.log(low) + (math.log(high) - math.log(low))
-                  * torch.rand(n, d, generator=gen, dtype=torch.float64))
-    out = (q * u.unsqueeze(-2)) @ q.mT
-    return 0.5 * (out + out.mT)
 
 
 class EOTBenchmark:
@@ -161,9 +149,12 @@ class EOTBenchmark:
         if self._target_variance is None:
             def fn(x: Tensor) -> Tensor:
                 gm = self.conditional(x)
-                m = gm.mean()
-                second = torch.diagonal(gm.covariance(), dim1=-2, dim2=-1).sum(-1) + (m**2).sum(-1)
-                return torch.cat([second.unsqueeze(1), m], dim=1)
+                w = gm.weights
+                # E[|Y|^2 | x] = sum_k w_k (tr Lt_k + |mu_k|^2)
+                second = w @ traces + torch.einsum("nk,nkd->n", w, gm.means**2)
+                return torch.cat([second.unsqueeze(1), gm.mean()], dim=1)
+
+            traces = torch.diagonal(self.plan_covariances, dim1=-2, dim2=-1).sum(-1)
 
             res = estimate(fn, lambda n, g, dev: self.sample_source(n, g).to(torch.float64), 2**17,
                            seed=self.seed, block_size=4096)

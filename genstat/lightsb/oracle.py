@@ -14,7 +14,7 @@ from genstat.mc import block_generator
 from .mixture import GaussianMixture
 from .model import LightSB, _check_epsilon
 
-__all__ = ["GaussianEOT", "gaussian_eot"]
+__all__ = ["GaussianEOT", "gaussian_eot", "random_gaussian_eot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +175,34 @@ def gaussian_eot(a: Tensor, A: Tensor, b: Tensor, B: Tensor, epsilon: float) -> 
     if not math.isfinite(float(sigma.abs().max())):
         raise ValueError("gaussian_eot produced non-finite values; check the conditioning of A and B")
     return GaussianEOT(a, A, b, B, eps, C, T, sigma)
+
+
+def _random_spd(d: int, n: int, low: float, high: float, gen: torch.Generator) -> Tensor:
+    """``n`` SPD matrices ``Q diag(u) Q^T`` with Haar rotations and log-uniform spectrum in [low, high]."""
+    z = torch.randn(n, d, d, generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(z)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    u = torch.exp(math.log(low) + (math.log(high) - math.log(low))
+                  * torch.rand(n, d, generator=gen, dtype=torch.float64))
+    out = (q * u.unsqueeze(-2)) @ q.mT
+    return 0.5 * (out + out.mT)
+
+
+def random_gaussian_eot(dim: int, epsilon: float, *, seed: int = 0) -> GaussianEOT:
+    """The EOT problem between two random rotated Gaussians (float64), a function of ``(seed, dim)``.
+
+    Means are ``N(0, I)``; covariances are ``Q diag(u) Q^T`` with Haar ``Q`` and ``u`` log-uniform in
+    ``[0.25, 4]`` (strongly non-diagonal, the case where diagonal ``S`` cannot fit).
+
+    Examples
+    --------
+    >>> e = random_gaussian_eot(3, 0.5, seed=1)
+    >>> e.A.shape, e.epsilon
+    (torch.Size([3, 3]), 0.5)
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    gen = block_generator(seed, dim, stream=5)
+    a, b = torch.randn(2, dim, generator=gen, dtype=torch.float64)
+    A, B = _random_spd(dim, 2, 0.25, 4.0, gen)
+    return gaussian_eot(a, A, b, B, epsilon)

@@ -1,0 +1,100 @@
+"""EOT benchmark construction and cBW2-UVP (genstat.lightsb.benchmark, genstat.lightsb.metrics)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genstat.lightsb import CBW2UVPResult, EOTBenchmark, LightSB, cbw2_uvp
+from genstat.mc import block_generator
+
+
+def test_conditional_matches_brute_force_density_in_1d():
+    # pi*(y|x) ∝ N(y | x, eps) f(y) with f the potential mixture: integrate on a grid
+    bm = EOTBenchmark(1, 0.3, n_potential_components=3, seed=4)
+    ys = np.linspace(-15, 15, 60001)
+    q = bm.potential_weights.numpy()
+    m = bm.potential_means.numpy()[:, 0]
+    v = bm.potential_covariances.numpy()[:, 0, 0]
+    f = (q[:, None] * np.exp(-((ys[None] - m[:, None]) ** 2) / (2 * v[:, None])) / np.sqrt(v[:, None])).sum(0)
+    for x in (-1.5, 0.2, 2.0):
+        dens = np.exp(-((ys - x) ** 2) / (2 * 0.3)) * f
+        dens /= dens.sum()
+        mean = (dens * ys).sum()
+        var = (dens * (ys - mean) ** 2).sum()
+        gm = bm.conditional(torch.tensor([[x]], dtype=torch.float64))
+        assert abs(float(gm.mean()) - mean) < 1e-6
+        assert abs(float(gm.covariance()) - var) < 1e-6
+
+
+@pytest.mark.parametrize("d", [2, 16])
+@pytest.mark.parametrize("eps", [0.1, 1.0, 10.0])
+def test_as_lightsb_is_exact(d, eps):
+    bm = EOTBenchmark(d, eps, seed=1)
+    res = cbw2_uvp(bm.as_lightsb(), bm, n_test=300)
+    assert isinstance(res, CBW2UVPResult) and res.n_samples == 300
+    assert res.estimate < 1e-8 and res.covariance_error < 1e-8
+
+
+def test_seeded_and_reproducible():
+    a, b = EOTBenchmark(4, 1.0, seed=3), EOTBenchmark(4, 1.0, seed=3)
+    torch.testing.assert_close(a.potential_means, b.potential_means)
+    torch.testing.assert_close(a.sample_source(10, block_generator(0, 0)), b.sample_source(10, block_generator(0, 0)))
+    c = EOTBenchmark(4, 1.0, seed=4)
+    assert not torch.allclose(a.potential_means, c.potential_means)
+    # the parameters do not depend on eps (one pair per (seed, dim), several eps)
+    torch.testing.assert_close(a.input_means, EOTBenchmark(4, 0.1, seed=3).input_means)
+
+
+def test_samples_match_exact_moments():
+    bm = EOTBenchmark(3, 0.5, seed=2)
+    n = 50_000
+    g = block_generator(5, 0)
+    x, y = bm.sample_pairs(n, g)
+    # P0 moments from the mixture formula
+    mu0 = bm.input_weights @ bm.input_means
+    assert bool(((x.mean(0) - mu0).abs() < 5 * x.std(0) / math.sqrt(n)).all())
+    # tr Cov(P1) (engine estimate with exact conditional moments) vs the sample variance of y
+    var = float(y.var(0).sum())
+    se = float(((y - y.mean(0)) ** 2).sum(1).std()) / math.sqrt(n)
+    assert abs(bm.target_variance - var) < 5 * se
+    # E[y | x] on the sampled pairs: residuals have mean zero
+    resid = y - bm.conditional(x).mean()
+    assert bool((resid.mean(0).abs() < 5 * resid.std(0) / math.sqrt(n)).all())
+
+
+def test_perturbed_model_has_positive_metric_and_frame():
+    bm = EOTBenchmark(2, 1.0, seed=0)
+    model = bm.as_lightsb()
+    with torch.no_grad():
+        model.r.add_(0.05)
+    res = cbw2_uvp(model, bm, n_test=200, seed=1)
+    assert res.estimate > 0 and res.stderr > 0 and res.mean_error > 0
+    lo, hi = res.confidence_interval(0.9)
+    assert lo < res.estimate < hi
+    assert list(res.to_frame().columns) == ["estimate", "stderr", "n_samples", "mean_error", "covariance_error"]
+    fixed = cbw2_uvp(model, bm, x_test=bm.sample_source(50, block_generator(0, 0)))
+    assert fixed.n_samples == 50
+
+
+def test_fit_diagonal_reference_style_on_benchmark_small():
+    bm = EOTBenchmark(2, 1.0, seed=0)
+    m = LightSB(2, 10, 1.0, covariance="diagonal", dtype=torch.float64)
+    g = block_generator(0, 0)
+    res = m.fit(bm.sample_source, bm.sample_target, steps=200, batch_size=512, lr=3e-2, generator=g)
+    assert float(res.losses[-20:].mean()) < float(res.losses[:20].mean())
+    assert cbw2_uvp(m, bm, n_test=200).estimate < 5.0
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="epsilon"):
+        EOTBenchmark(2, 0.0)
+    with pytest.raises(ValueError, match="dim"):
+        EOTBenchmark(0, 1.0)
+    with pytest.raises(ValueError, match="n_potential_components"):
+        EOTBenchmark(2, 1.0, n_potential_components=0)
+    bm = EOTBenchmark(2, 1.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 2\)"):
+        bm.conditional(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="n_test"):
+        cbw2_uvp(bm.as_lightsb(), bm, n_test=1)
