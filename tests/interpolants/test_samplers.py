@@ -142,3 +142,18 @@ def test_bad_inputs():
         sample_sde(b, lambda t, x: x[:, :1], x, eps=0.1, generator=g)
     with pytest.raises(ValueError, match="steps"):
         sample_sde(b, b, x, steps=0, generator=g)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_samplers_keep_cuda_device():
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("linear", "brownian"), src, tgt)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x0 = src.sample(N, torch.Generator().manual_seed(1)).cuda()
+    r = sample_sde(F.velocity, F.score, x0, eps=0.5, steps=50, method="heun", generator=g)
+    assert r.samples.device.type == "cuda"
+    assert_moments(r.samples.cpu(), tgt)
+    r = sample_ode(F.velocity, x0, method="rk4", steps=20)
+    assert r.samples.device.type == "cuda"
+    assert_moments(r.samples.cpu(), tgt)
