@@ -67,6 +67,7 @@ class MomentsParams(BaseModel):
     family: Literal["gaussian", "mixture2"] = "gaussian"
     defensive: float = Field(0.0, ge=0, lt=1)
     weights: Literal["exact", "relative"] = "exact"
+    patience: int = Field(2, ge=1)
 
 
 def _moments_runs(p: MomentsParams, run: Run, stream: int = 0):
@@ -76,7 +77,7 @@ def _moments_runs(p: MomentsParams, run: Run, stream: int = 0):
     for rep in run.progress(range(p.reps), total=p.reps, desc="aiscv"):
         t0 = time.perf_counter()
         r = aiscv(prob.phis, prob.inputs, p.budget, weights=w, family=p.family, defensive=p.defensive,
-                  generator=block_generator(run.seed, rep, stream=stream))
+                  patience=p.patience, generator=block_generator(run.seed, rep, stream=stream))
         times.append(time.perf_counter() - t0)
         est.append(r.estimate)
         se.append(r.stderr)
@@ -103,7 +104,7 @@ def run_moments(p: MomentsParams, run: Run) -> None:
     run.add_results(table)
     ours = float((w * est.var(0)).sum())
     mc = float((w * mc_var).sum())
-    summary = pd.DataFrame([{"method": "aiscv", "sum_w_var": ours, "ratio_mc_over_method": mc / ours,
+    summary = pd.DataFrame([{"method": f"aiscv (patience {p.patience})", "sum_w_var": ours, "ratio_mc_over_method": mc / ours,
                              "median_seconds": statistics.median(times), "mean_n_adaptive": float(np.mean(n_ad)),
                              "reps": p.reps},
                             {"method": "mc (exact variance)", "sum_w_var": mc, "ratio_mc_over_method": 1.0,
@@ -120,6 +121,7 @@ class CantileverParams(BaseModel):
     budget: int = Field(20_000, ge=1000)
     reps: int = Field(20, ge=2)
     lhs_seed: int = Field(0, ge=0)
+    patience: int = Field(2, ge=1)
     methods: list[Literal["aiscv", "mc_multi", "mixture_reweighting", "is_separate"]] = Field(
         default_factory=lambda: ["aiscv", "mc_multi", "mixture_reweighting", "is_separate"])
 
@@ -134,7 +136,7 @@ def run_cantilever(p: CantileverParams, run: Run) -> None:
     rows = []
     for k, name in enumerate(p.methods):
         fn = _METHODS[name]
-        kw = {"weights": "absolute"} if name == "aiscv" else {}
+        kw = {"weights": "absolute", "patience": p.patience} if name == "aiscv" else {}
         est, se, times = [], [], []
         for rep in run.progress(range(p.reps), total=p.reps, desc=name):
             t0 = time.perf_counter()
