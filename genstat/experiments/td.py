@@ -49,6 +49,7 @@ class WeightingParams(BaseModel):
     sac_plain_ensemble: int = Field(2, ge=1, description="critics of plain SAC (clipped double Q)")
     sac_learning_starts: int = Field(1000, ge=1)
     sac_hidden: int = Field(128, ge=1)
+    sac_reward_scale: float = Field(1.0, gt=0, description="SAC learns from reward * scale (GGD NLL has alpha = 1)")
 
 
 def _bootstrap_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):
@@ -89,6 +90,7 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
                     k = p.sac_plain_ensemble if v.value_loss == "mse" else v.ensemble
                     agent = SAC(task.env, SACConfig(value_loss=v.value_loss, ensemble=k, hidden=p.sac_hidden,
                                                     learning_starts=p.sac_learning_starts,
+                                                    reward_scale=p.sac_reward_scale,
                                                     log_every=1000 if task.steps >= 2000 else max(1, task.steps // 4)),
                                 seed=seed)
                 rec = agent.learn(task.steps)

@@ -48,6 +48,7 @@ class SACConfig:
     biv_coef: float = 0.1
     min_ebs: float | None = None
     log_every: int = 1000
+    reward_scale: float = 1.0  # rewards are multiplied by this before learning (returns are reported unscaled)
 
 
 class SAC(nn.Module):
@@ -71,6 +72,8 @@ class SAC(nn.Module):
     def __init__(self, env: str, config: SACConfig = SACConfig(), *, seed: int = 0):
         super().__init__()
         check_value_loss(config.value_loss, config.ensemble)
+        if not config.reward_scale > 0:
+            raise ValueError(f"reward_scale must be positive, got {config.reward_scale}")
         if config.target_subset < 1:
             raise ValueError(f"target_subset must be >= 1, got {config.target_subset}")
         self.env_name, self.config, self.seed = env, config, seed
@@ -191,7 +194,7 @@ class SAC(nn.Module):
             real_next = nxt.copy()
             for i in np.flatnonzero(term | trunc):
                 real_next[i] = info["final_obs"][i]
-            self._store(self._obs, act, r, real_next, term)
+            self._store(self._obs, act, r * c.reward_scale, real_next, term)
             self._obs = nxt
             self._ep_ret += r
             for i in np.flatnonzero(term | trunc):

@@ -115,6 +115,7 @@ def test_non_finite_td_errors_stop_with_step():
     (lambda: PPO("CartPole-v1", PPOConfig(ensemble=1, value_loss="ggd_biev")), "ensemble"),
     (lambda: PPO("CartPole-v1", PPOConfig(value_loss="huber")), "value_loss"),
     (lambda: SAC("CartPole-v1"), "Box"),
+    (lambda: SAC("Pendulum-v1", SACConfig(reward_scale=0.0)), "reward_scale"),
     (lambda: make_env("LunarLander-v9"), "env"),
     (lambda: make_vector_env("CartPole-v1", 0, seed=0), "n_envs"),
     (lambda: PPO("CartPole-v1", PPOConfig(n_envs=1, n_steps=8)).learn(0), "total_steps"),
