@@ -46,7 +46,7 @@ class WeightingParams(BaseModel):
     seeds: int = Field(5, ge=1)
     eval_episodes: int = Field(10, ge=1)
     bootstrap: int = Field(2000, ge=100)
-    sac_plain_ensemble: int = Field(2, ge=1, description="critics of plain SAC (clipped double Q)")
+    sac_plain_ensemble: int = Field(2, ge=1, description="critics of SAC variants with ensemble 1 (clipped double Q)")
     sac_learning_starts: int = Field(1000, ge=1)
     sac_hidden: int = Field(128, ge=1)
     sac_reward_scale: float = Field(1.0, gt=0, description="SAC learns from reward * scale (GGD NLL has alpha = 1)")
@@ -87,7 +87,7 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
                 if task.algo == "ppo":
                     agent = PPO(task.env, PPOConfig(value_loss=v.value_loss, ensemble=v.ensemble), seed=seed)
                 else:
-                    k = p.sac_plain_ensemble if v.value_loss == "mse" else v.ensemble
+                    k = p.sac_plain_ensemble if v.ensemble == 1 else v.ensemble
                     agent = SAC(task.env, SACConfig(value_loss=v.value_loss, ensemble=k, hidden=p.sac_hidden,
                                                     learning_starts=p.sac_learning_starts,
                                                     reward_scale=p.sac_reward_scale,
