@@ -307,7 +307,7 @@ def aiscv(
     w, wmode = _weights0(weights, J, I_hat)
     w_dev = w.to(X.device)
     alpha = (w_dev.sqrt() * I_hat.abs())
-    alpha = alpha / alpha.sum() if float(alpha.sum()) > 0 else torch.full((J,), 1.0 / J, dtype=torch.float64)
+    alpha = alpha / alpha.sum() if float(alpha.sum()) > 0 else torch.full((J,), 1.0 / J, dtype=torch.float64, device=X.device)
     beta = I_hat.clone()
     trace = [AdaptationStep(0, nb, alpha.cpu(), beta.cpu(), sigma2.cpu(), float((w_dev * sigma2).sum()) / (N - nb))]
     proposals: list[FrozenProposal] = [FrozenProposal(None, alpha, torch.zeros_like(beta), 1.0)]
@@ -320,7 +320,7 @@ def aiscv(
         k = len(proposals)
         # balance heuristic: h = sum_k (n_k / n) q_k over all proposals used so far
         logh = torch.logsumexp(
-            torch.stack(logq, 1) + torch.log(torch.tensor(counts, dtype=torch.float64) / used)[None], 1
+            torch.stack(logq, 1) + torch.log(torch.tensor(counts, dtype=torch.float64, device=X.device) / used)[None], 1
         )
         Wt = _ratio(logf, logh[:, None], "importance weight")
         fam = fit_cross_entropy(X, Wt * Y.abs(), components=comps, cov_floor=cov_floor)

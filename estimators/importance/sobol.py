@@ -236,13 +236,13 @@ def sobol_indices(
     prob = prob_se = None
     if method in ("aiscv", "saltelli"):
         if method == "aiscv":
-            u = D.Independent(D.Normal(torch.zeros(2 * d, dtype=torch.float64),
-                                       torch.ones(2 * d, dtype=torch.float64)), 1)
+            u = D.Independent(D.Normal(torch.zeros(2 * d, dtype=torch.float64, device=gen.device),
+                                       torch.ones(2 * d, dtype=torch.float64, device=gen.device)), 1)
             r = aiscv(phis, u, n, weights="absolute", final=final, n_randomizations=n_randomizations,
                       generator=gen, allow_negative=True, level=level)
             est, cov, used = r.estimate, r.covariance, r.n_samples
         else:
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen).item())
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
             r = mc_estimate(phis, lambda m, g, dev: torch.randn(m, 2 * d, generator=g, device=dev,
                                                               dtype=torch.float64), n, seed=seed, level=level)
             est, cov, used = r.estimate, r.covariance, r.n_samples
@@ -267,7 +267,7 @@ def sobol_indices(
 
         S, T, Vs = [], [], []
         for _ in range(n_randomizations):
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen).item())
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
             res = stats.sobol_indices(func=func, n=m, dists=[stats.uniform()] * d, rng=np.random.default_rng(seed))
             S.append(np.ravel(res.first_order))
             T.append(np.ravel(res.total_order))

@@ -224,3 +224,14 @@ def test_log_density_outside_support_is_minus_inf():
     ln = D.LogNormal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64))
     lp = safe_log_prob(ln, torch.tensor([[-1.0], [1.0]], dtype=F64))
     assert bool(torch.isinf(lp[0]).all()) and bool(torch.isfinite(lp[1]).all())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_aiscv_on_cuda():
+    f = D.Normal(torch.tensor(0.0, dtype=F64, device="cuda"), torch.tensor(1.0, dtype=F64, device="cuda"))
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = aiscv(lambda x: torch.cat([x**2, x**4], 1), f, 8000, generator=g)
+    truth = torch.tensor([1.0, 3.0], dtype=F64)
+    assert r.estimate.device.type == "cpu"
+    assert bool(((r.estimate - truth).abs() < 5 * r.stderr).all())
