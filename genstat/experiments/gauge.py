@@ -112,8 +112,11 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
                 f"cov rel err={row_out['cov_rel_err_langevin']:.3f} (EM exact {row_out['cov_rel_err_em_exact']:.3f})")
         with torch.no_grad():
             gp, rr = dec.conservative(grid), dec.residual(grid)
+        # one arrow scale per row (longest arrow 0.6 data units) so that |grad phi| and |r| compare
+        scale = float(torch.cat([gp, rr]).norm(dim=1).max()) / 0.6
         for ax, vec, title in ((axes[row, 0], gp, "grad phi (fitted)"), (axes[row, 1], rr, "r = s - grad phi")):
-            ax.quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], color="C0" if ax is axes[row, 0] else "C3")
+            ax.quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], color="C0" if ax is axes[row, 0] else "C3",
+                      angles="xy", scale_units="xy", scale=scale)
             ax.set_title(f"{name}\n{title}", fontsize=9)
             ax.set_aspect("equal")
     run.save_figure(fig, "decomposition")
