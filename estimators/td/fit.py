@@ -183,11 +183,11 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: torch.Tensor):
-    """Alternating location steps and Newton steps on the profile likelihood of ``log beta``.
+    """Fisher scoring on the profile likelihood of ``log beta``, with Fisher-scoring location steps.
 
-    The location step reuses ``e = |d|^beta`` of the beta step: the MM update is
-    ``sum e/d / sum e/d^2`` (weights ``|d|^(beta-2)``), so the data are only re-logged when the
-    location moved. All elementwise work goes into preallocated buffers.
+    The location's score ``sum sign(d)|d|^(beta-1) = sum e/d`` reuses ``e = |d|^beta`` of the beta
+    step, so the data are only re-logged when a location moved by more than half a standard error.
+    All elementwise work goes into preallocated buffers (``e`` is passed in, ``L`` and ``D`` made here).
     """
     G, n = x.shape
     dtype = x.dtype
@@ -250,7 +250,7 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
         # stop when the step is below tol or 1e-2 of the standard error of log beta (scoring converges at
         # rate O(1/sqrt(n)), so what is left after this step is far smaller); float32 sums carry rounding
         # noise of ~1e3 eps in the score, a small fraction of a standard error for any sample size
-        thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))  # float32: rounding noise of the score
+        thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))
         beta_done |= step.abs() < thr
         if not torch.all(loc_done):
             # Fisher scoring for mu at the pre-step beta: the score is (b/alpha^b) sum sign(d)|d|^(b-1)
@@ -289,11 +289,12 @@ def fit_ggd(
     r"""Fit ``GGD(loc, scale, beta)`` to every group of samples in ``x`` at once.
 
     ``method="mle"``: maximum likelihood. The scale is profiled out
-    (``alpha^beta = beta/n sum |x - mu|^beta``); ``log beta`` takes Newton steps on the profile
-    log-likelihood (with backtracking), the location takes majorise-minimise steps (weights
-    ``|x - mu|^(beta - 2)``, monotone for ``beta <= 2``) or damped Newton steps (``beta > 2``).
-    Started from the median and the kurtosis estimate. Standard errors from the expected Fisher
-    information (:func:`ggd_fisher_information`) at the estimates.
+    (``alpha^beta = beta/n sum |x - mu|^beta``); ``log beta`` takes Fisher-scoring steps on the profile
+    log-likelihood (with backtracking), started from the kurtosis estimate; the location takes
+    Fisher-scoring steps from the mean, except for groups whose kurtosis start has ``beta <= 1.5``,
+    which use the sample median (the likelihood has cusps in ``mu`` for ``beta <= 1``; see docs/td.md).
+    Standard errors from the expected Fisher information (:func:`ggd_fisher_information`) at the
+    estimates (the median's asymptotic standard error where the median is used).
     ``method="kurtosis"``: ``beta`` solves ``excess_kurtosis(beta) = m4/m2^2 - 3``, ``alpha`` matches
     the variance, ``loc`` is the mean; standard errors by the delta method.
 
@@ -309,7 +310,8 @@ def fit_ggd(
     max_iter : int
         Maximum iterations of the MLE.
     tol : float
-        Convergence tolerance on ``log beta`` steps and on location steps relative to the scale.
+        Floor of the convergence tolerance on ``log beta`` steps (which otherwise stop at 1% of the
+        standard error of ``log beta``) and on location steps relative to the scale.
 
     Returns
     -------
