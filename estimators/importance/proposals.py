@@ -233,7 +233,6 @@ def fit_cross_entropy(
     components: int = 1,
     cov_floor: float = DEFAULT_COV_FLOOR,
     em_steps: int = 30,
-    generator: torch.Generator | None = None,
 ) -> GaussianFamily:
     """Cross-entropy fit of J auxiliary densities to the weighted sample (x, v[:, j]).
 

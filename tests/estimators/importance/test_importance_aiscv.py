@@ -1,6 +1,5 @@
 """aISCV: the alpha-step solver, the Gaussian-moments case of the paper, inputs, bad input."""
 import math
-import warnings
 
 import numpy as np
 import pytest
