@@ -234,3 +234,11 @@ def test_aiscv_on_cuda():
     truth = torch.tensor([1.0, 3.0], dtype=F64)
     assert r.estimate.device.type == "cpu"
     assert bool(((r.estimate - truth).abs() < 5 * r.stderr).all())
+
+
+def test_weight_overflow_is_an_error_not_inf():
+    import sys
+
+    ratio = sys.modules["estimators.importance.aiscv"]._ratio
+    with pytest.raises(ValueError, match="defensive > 0"):
+        ratio(torch.tensor([[0.0], [800.0]], dtype=F64), torch.zeros(2, 1, dtype=F64), "importance weight")
