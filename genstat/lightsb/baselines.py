@@ -1,6 +1,7 @@
 """Baseline plans to compare LightSB against: discrete entropic OT (POT's log-domain Sinkhorn)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -83,10 +84,13 @@ class SinkhornPlan:
         cost = 0.5 * torch.cdist(x64, y64) ** 2
         a = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64)
         b = torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=torch.float64)
-        _, log = ot.sinkhorn(a, b, cost, self.epsilon, method="sinkhorn_log", log=True,
-                             numItermax=max_iter, stopThr=tol)
+        with warnings.catch_warnings():  # non-convergence is reported through n_iter
+            warnings.simplefilter("ignore", UserWarning)
+            _, log = ot.sinkhorn(a, b, cost, self.epsilon, method="sinkhorn_log", log=True,
+                                 numItermax=max_iter, stopThr=tol)
         self.log_v = torch.as_tensor(log["log_v"], dtype=torch.float64)
         self.atoms = y64
+        #: iterations used (== max_iter when POT stopped before reaching ``tol``)
         self.n_iter = int(log.get("niter", max_iter))
 
     def conditional(self, x: Tensor) -> DiscreteConditional:

@@ -9,72 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable, Literal
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from genstat.mc import block_generator, sample_distribution
 
+from ._training import FitResult, _Adam
 from .mixture import GaussianMixture
 
 __all__ = ["LightSB", "FitResult"]
 
 Source = Tensor | Callable | torch.distributions.Distribution
-
-
-@dataclass(frozen=True, slots=True)
-class FitResult:
-    """Training record of :meth:`LightSB.fit`.
-
-    Attributes
-    ----------
-    losses : Tensor, shape (steps,)
-        Loss per step (float64, CPU); the loss is ``KL(pi* || pi_theta)`` up to a constant.
-    lrs : Tensor, shape (steps,)
-        Learning rate used at each step.
-    wall_time : float
-        Seconds spent in :meth:`LightSB.fit`.
-    steps, batch_size : int
-    """
-
-    losses: Tensor
-    lrs: Tensor
-    wall_time: float
-    steps: int
-    batch_size: int
-
-    def to_frame(self) -> pd.DataFrame:
-        """Tidy table with columns ``step, loss, lr``."""
-        return pd.DataFrame({"step": range(1, self.steps + 1), "loss": self.losses.numpy(),
-                             "lr": self.lrs.numpy()})
-
-
-class _Adam:
-    """Plain Adam (Kingma & Ba 2015) on a few tensors.
-
-    ``torch.optim.Adam`` pulls in ~800 modules on first construction (seconds on a loaded CPU);
-    LightSB has four parameter tensors, so a direct update is both lighter and faster per step.
-    """
-
-    def __init__(self, params: list[Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params = params
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grads: tuple[Tensor, ...], lr: float) -> None:
-        self.t += 1
-        c1 = 1 - self.b1**self.t
-        c2 = 1 - self.b2**self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
 
 
 def _check_epsilon(epsilon: float) -> float:
@@ -191,7 +138,7 @@ class LightSB(nn.Module):
 
     @torch.no_grad()
     def init_from(self, target_samples: Tensor, *, generator: torch.Generator | None = None,
-                  method: Literal["potential", "reference"] = "potential", spread: float = 0.5) -> None:
+                  method: Literal["potential", "reference"] = "potential", spread: float = 2.0) -> None:
         """Initialise the components from target samples.
 
         Centres ``c_k`` are ``K`` target samples (random rows with ``generator``, else the first K;
@@ -413,8 +360,9 @@ class LightSB(nn.Module):
         lr : float, optional
             Peak Adam learning rate, reached after a linear warm-up over the first ``warmup``
             fraction of the steps, then a cosine decay to ``lr * min_lr_ratio``. Default
-            ``3e-2 * min(1, eps)``: the log-weights scale as ``1 / eps``, so small ``eps`` needs
-            proportionally smaller steps (a fixed ``3e-2`` diverges from the optimum at ``eps = 0.1``).
+            ``3e-2 * min(1, eps)`` for ``K > 1``: the mixture log-weights scale as ``1 / eps``, so
+            small ``eps`` needs proportionally smaller steps (a fixed ``3e-2`` leaves the optimum at
+            ``eps = 0.1``); ``1e-1`` for ``K = 1``, where the weights play no role.
         min_lr_ratio : float
         warmup : float
             Fraction of steps of linear warm-up, in [0, 1).
@@ -434,7 +382,7 @@ class LightSB(nn.Module):
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         if lr is None:
-            lr = 3e-2 * min(1.0, self.epsilon)
+            lr = 3e-2 * min(1.0, self.epsilon) if self.n_potentials > 1 else 1e-1
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be positive, got {lr!r}")
         if not 0 <= min_lr_ratio <= 1:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from genstat.lightsb import CBW2UVPResult, EOTBenchmark, LightSB, cbw2_uvp
+from genstat.lightsb import CBW2UVPResult, EOTBenchmark, LightSB, SinkhornPlan, cbw2_uvp, gaussian_eot, random_gaussian_eot
 from genstat.mc import block_generator
 
 
@@ -98,3 +98,28 @@ def test_bad_inputs():
         bm.conditional(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="n_test"):
         cbw2_uvp(bm.as_lightsb(), bm, n_test=1)
+
+
+def test_sinkhorn_plan_rows_and_moments():
+    import ot
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64) + 1
+    plan = SinkhornPlan(x, y, 0.5, tol=1e-12, max_iter=5000)
+    M = 0.5 * torch.cdist(x, y) ** 2
+    P = torch.as_tensor(ot.sinkhorn(np.full(40, 1 / 40), np.full(30, 1 / 30), M.numpy(), 0.5, method="sinkhorn_log",
+                                    stopThr=1e-12, numItermax=5000))
+    cond = plan.conditional(x)
+    torch.testing.assert_close(cond.weights, P / P.sum(1, keepdim=True), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(cond.mean(), (P @ y) / P.sum(1, keepdim=True), rtol=1e-6, atol=1e-9)
+    assert cond.covariance().shape == (40, 2, 2)
+    with pytest.raises(ValueError, match="same dimension"):
+        SinkhornPlan(x, torch.zeros(5, 3), 1.0)
+
+
+def test_random_gaussian_eot_is_seeded():
+    a, b = random_gaussian_eot(3, 1.0, seed=2), random_gaussian_eot(3, 0.1, seed=2)
+    torch.testing.assert_close(a.A, b.A)
+    assert not torch.allclose(a.A, random_gaussian_eot(3, 1.0, seed=3).A)
+    evals = torch.linalg.eigvalsh(a.B)
+    assert float(evals.min()) >= 0.25 - 1e-9 and float(evals.max()) <= 4 + 1e-9

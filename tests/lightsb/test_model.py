@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 import genstat.lightsb as lsb
-from genstat.lightsb import GaussianMixture, LightSB, cbw2_uvp, gaussian_eot
+from genstat.lightsb import GaussianMixture, LightSB, cbw2_uvp, gaussian_eot, random_gaussian_eot
 from genstat.mc import block_generator
 
 from lightsb_helpers import random_gaussians
@@ -150,17 +150,16 @@ def _cross_cov_error(model, e):
 
 
 def _fit_gaussian(d, eps, steps, seed=0, dtype=torch.float64):
-    a, A, b, B = random_gaussians(d, 100 + d)
-    e = gaussian_eot(a, A, b, B, eps)
+    e = random_gaussian_eot(d, eps, seed=seed)  # rotated covariances, spectrum in [0.25, 4]
     m = LightSB(d, 1, eps, dtype=dtype)
-    res = m.fit(e.sample_source, e.sample_target, steps=steps, batch_size=1024, lr=3e-2,
-                generator=block_generator(seed, 0))
+    res = m.fit(e.sample_source, e.sample_target, steps=steps, batch_size=1024, generator=block_generator(seed, 0))
     return m, e, res
 
 
 def test_fit_small_gaussian_fast():
     m, e, res = _fit_gaussian(2, 1.0, 300)
     assert res.losses.shape == (300,) and res.to_frame().shape == (300, 3)
+    assert float(res.lrs.max()) == pytest.approx(1e-1)  # the K = 1 default
     out = cbw2_uvp(m, e)
     assert out.estimate < 0.3
     assert _cross_cov_error(m, e) < 0.06
@@ -215,3 +214,22 @@ def test_bad_inputs():
         m.fit(torch.zeros(5, 2), torch.zeros(5, 2), steps=0)
     with pytest.raises(ValueError, match="S must be symmetric positive definite"):
         m.set_parameters(S=-torch.eye(2).unsqueeze(0))
+
+
+def test_init_from_methods():
+    y = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
+    m = LightSB(3, 4, 0.5, dtype=torch.float64)
+    m.init_from(y, generator=block_generator(0, 0))
+    tau2 = 2.0 * float(y.var(0).mean())  # spread=2 default
+    torch.testing.assert_close(m.S()[0], torch.eye(3, dtype=torch.float64) * tau2 / (tau2 + 0.5))
+    # potential init: phi(y) = sum_k N(y | c_k, tau^2 I) / K, i.e. pi(.|x) has means S x + r with r = eps c / (tau^2 + eps)
+    m.init_from(y, method="reference")
+    torch.testing.assert_close(m.r, y[:4])
+    torch.testing.assert_close(m.S(), torch.eye(3, dtype=torch.float64).expand(4, 3, 3))
+    with pytest.raises(ValueError, match="method"):
+        m.init_from(y, method="kmeans")
+    with pytest.raises(ValueError, match="target_samples needs"):
+        m.init_from(y[:2])
+    # the learning-rate default scales with eps for mixtures
+    res = LightSB(2, 3, 0.1).fit(torch.randn(64, 2), torch.randn(64, 2), steps=4, warmup=0.0)
+    assert float(res.lrs[0]) == pytest.approx(3e-3)
