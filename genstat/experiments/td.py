@@ -64,6 +64,36 @@ def _curve(log: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
     return np.interp(grid, log["env_steps"].to_numpy(), ret)
 
 
+def summarize(df: pd.DataFrame, variants: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (task, variant): means with percentile-bootstrap CIs over seeds, paired tests of the AUC
+    against the first variant (seeds that diverged in either are dropped from the pair), diverged counts."""
+    from scipy import stats
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+    if "diverged" not in df:
+        df = df.assign(diverged=False)
+    df = df.assign(diverged=df["diverged"].fillna(False).astype(bool))
+    summary = []
+    for (task, variant), g in df.groupby(["task", "variant"], sort=False):
+        ok = g[~g.diverged]
+        out = {"task": task, "variant": variant, "seeds": len(g), "diverged": int(g.diverged.sum())}
+        for m in ("final_return", "auc"):
+            x = ok[m].to_numpy()
+            lo, hi = _bootstrap_ci(x, n_boot, rng)
+            out.update({m: x.mean() if len(x) else math.nan, f"{m}_lo": lo, f"{m}_hi": hi})
+        base = df[(df.task == task) & (df.variant == variants[0]) & ~df.diverged]
+        pair = ok.merge(base, on="seed_index", suffixes=("", "_base"))
+        if variant != variants[0] and len(pair) >= 2:
+            a, b = pair["auc"].to_numpy(), pair["auc_base"].to_numpy()
+            out["auc_diff_vs_first"] = float((a - b).mean())
+            out["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
+            out["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
+        for col, name in (("beta_mean_last20", "beta_mean"), ("ensemble_std_last20", "ensemble_std")):
+            out[name] = ok[col].mean() if col in ok else math.nan
+        summary.append(out)
+    return pd.DataFrame(summary)
+
+
 @experiment("td.weighting", WeightingParams,
             help="plain vs Gaussian NLL + BIV vs GGD + BIEV value losses in PPO/SAC over seeds")
 def run_weighting(p: WeightingParams, run: Run) -> None:
@@ -71,12 +101,11 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     from estimators.td.agents import PPO, SAC, PPOConfig, SACConfig
     from genstat.mc import block_seed
 
-    rows = []
+    rows, curve_rows = [], []
     curves: dict[tuple[str, str], list[np.ndarray]] = {}
     for task in p.tasks:
         grid = np.linspace(0, task.steps, 51)[1:]
@@ -93,49 +122,43 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
                                                     reward_scale=p.sac_reward_scale,
                                                     log_every=1000 if task.steps >= 2000 else max(1, task.steps // 4)),
                                 seed=seed)
-                rec = agent.learn(task.steps)
+                row = {"task": f"{task.algo}:{task.env}", "variant": v.name, "seed_index": s, "seed": seed}
+                try:
+                    rec = agent.learn(task.steps)
+                except FloatingPointError as exc:  # a diverged run is a result too: record it, go on
+                    run.log(f"{row['task']} {v.name} seed {s}: {exc}")
+                    row.update({"diverged": True, "final_return": math.nan, "auc": math.nan,
+                                "wall_s": time.perf_counter() - t0})
+                    rows.append(row)
+                    run.add_results(row)
+                    continue
                 evals = agent.evaluate(p.eval_episodes)
                 log = rec.to_frame()
                 curve = _curve(log, grid)
-                curves.setdefault((f"{task.algo}:{task.env}", v.name), []).append(curve)
+                curves.setdefault((row["task"], v.name), []).append(curve)
+                curve_rows.append(pd.DataFrame({"task": row["task"], "variant": v.name, "seed_index": s,
+                                                "env_steps": grid, "episode_return": curve}))
+                run.save_table(pd.concat(curve_rows, ignore_index=True), "curves")
                 tail = log.iloc[int(0.8 * len(log)):]
-                row = {"task": f"{task.algo}:{task.env}", "variant": v.name, "seed_index": s, "seed": seed,
-                       "final_return": float(evals.mean()), "auc": float(curve.mean()),
-                       "beta_mean_last20": float(tail["beta_mean"].mean()),
-                       "ensemble_std_last20": float(tail["ensemble_std"].mean()),
-                       "td_abs_last20": float(tail["td_abs"].mean()),
-                       "wall_s": time.perf_counter() - t0}
+                row.update({"diverged": False, "final_return": float(evals.mean()), "auc": float(curve.mean()),
+                            "beta_mean_last20": float(tail["beta_mean"].mean()),
+                            "ensemble_std_last20": float(tail["ensemble_std"].mean()),
+                            "td_abs_last20": float(tail["td_abs"].mean()),
+                            "wall_s": time.perf_counter() - t0})
                 rows.append(row)
                 run.add_results(row)
                 run.log(f"{row['task']} {v.name} seed {s}: final {row['final_return']:.1f} "
                         f"auc {row['auc']:.1f} ({row['wall_s']:.0f} s)")
-    df = pd.DataFrame(rows)
-    rng = np.random.default_rng(np.random.SeedSequence([run.seed, 17]))
-    summary = []
-    for (task, variant), g in df.groupby(["task", "variant"], sort=False):
-        out = {"task": task, "variant": variant, "seeds": len(g)}
-        for m in ("final_return", "auc"):
-            x = g[m].to_numpy()
-            lo, hi = _bootstrap_ci(x, p.bootstrap, rng)
-            out.update({m: x.mean(), f"{m}_lo": lo, f"{m}_hi": hi})
-        base = df[(df.task == task) & (df.variant == p.variants[0].name)].sort_values("seed_index")
-        if variant != p.variants[0].name and len(g) >= 2:
-            a = g.sort_values("seed_index")["auc"].to_numpy()
-            b = base["auc"].to_numpy()
-            out["auc_diff_vs_first"] = float((a - b).mean())
-            out["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
-            out["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
-        out["beta_mean"] = g["beta_mean_last20"].mean()
-        out["ensemble_std"] = g["ensemble_std_last20"].mean()
-        summary.append(out)
-    summ = pd.DataFrame(summary)
+    summ = summarize(pd.DataFrame(rows), [v.name for v in p.variants], n_boot=p.bootstrap, seed=run.seed)
     run.save_table(summ, "summary")
     run.save_text(summ.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else summ.to_string(), "summary.md")
-    for task in df.task.unique():
+    for task in summ.task.unique():
         fig, ax = plt.subplots(figsize=(5, 3.5))
         steps = next(t.steps for t in p.tasks if f"{t.algo}:{t.env}" == task)
         grid = np.linspace(0, steps, 51)[1:]
         for v in p.variants:
+            if (task, v.name) not in curves:
+                continue
             c = np.array(curves[(task, v.name)])
             m, se = c.mean(0), c.std(0, ddof=1) / math.sqrt(len(c)) if len(c) > 1 else 0 * c[0]
             ax.plot(grid, m, label=v.name)
