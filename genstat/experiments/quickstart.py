@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
@@ -28,6 +30,9 @@ class QuickstartParams(BaseModel):
     proposal_scale: float = Field(3.0, gt=0, description="sd of the N(0, s^2 I) importance proposal")
     level: float = Field(0.95, gt=0, lt=1)
     convergence_points: int = Field(12, ge=2)
+    tour: list[Literal["interpolants", "lightsb", "gauge", "importance", "cumulants", "td"]] = Field(
+        default_factory=lambda: ["interpolants", "lightsb", "gauge", "importance", "cumulants", "td"],
+        description="module checks to run after the engine demo (tour.csv)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -131,6 +136,23 @@ def run_quickstart(p: QuickstartParams, run: Run) -> None:
     conv_df = pd.DataFrame(conv)
     run.save_table(conv_df, "convergence")
     _plot(conv_df, run)
+    if p.tour:
+        _run_tour(p, run)
+
+
+def _run_tour(p: QuickstartParams, run: Run) -> None:
+    from .tour import run_check
+
+    run.log("\nTour of the modules (one exact-answer check each):")
+    rows = []
+    for name in p.tour:
+        row = run_check(name, run.seed, run.device)
+        rows.append(row)
+        run.save_table(pd.DataFrame(rows), "tour")
+        run.metric(tour=name, value=row["value"], passed=row["passed"], seconds=row["seconds"])
+        run.log(f"  [{'ok' if row['passed'] else 'FAIL'}] {row['module']:<12s} {row['check']}\n"
+                f"        value {row['value']:.5g}  reference {row['reference']:.5g}  ({row['detail']}, "
+                f"{row['seconds']:.1f} s)")
 
 
 def _plot(df: pd.DataFrame, run: Run) -> None:

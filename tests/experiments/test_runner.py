@@ -213,3 +213,6 @@ def test_quickstart_runs_fast_and_is_right(tmp_path):
     df = pd.read_csv(run_dir / "results.csv")
     assert len(df) == 12 and df["z"].abs().max() < 5
     assert (run_dir / "figures" / "convergence.png").stat().st_size > 1000
+    tour = pd.read_csv(run_dir / "tour.csv")
+    assert list(tour.module) == ["interpolants", "lightsb", "gauge", "importance", "cumulants", "td"]
+    assert tour.passed.all(), tour.to_string()
