@@ -28,7 +28,7 @@ def test_experiment_runs(name, tmp_path):
     if name == "bench_ggd":
         assert set(df["method"]) == {"mle", "kurtosis"} and (df["speedup"] > 0).all()
     else:
-        assert len(df) == 2 * 3 * 2
+        assert len(df) == 2 * 4 * 2
         summary = pd.read_csv(run_dir / "summary.csv")
-        assert set(summary["variant"]) == {"plain", "gauss_biv", "ggd_biev"}
+        assert set(summary["variant"]) == {"plain", "ensemble_mse", "gauss_biv", "ggd_biev"}
         assert len(list((run_dir / "figures").glob("*.png"))) == 2
