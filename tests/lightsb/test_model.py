@@ -233,3 +233,34 @@ def test_init_from_methods():
     # the learning-rate default scales with eps for mixtures
     res = LightSB(2, 3, 0.1).fit(torch.randn(64, 2), torch.randn(64, 2), steps=4, warmup=0.0)
     assert float(res.lrs[0]) == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize("eps", [0.01, 10.0])
+@pytest.mark.parametrize("covariance", ["full", "diagonal"])
+def test_numerically_stable_at_extremes(eps, covariance):
+    # d = 128, float32, points far out: every quantity stays finite (log-sum-exp throughout)
+    d = 128
+    g = torch.Generator().manual_seed(0)
+    x = 5 * torch.randn(64, d, generator=g)
+    y = 5 * torch.randn(64, d, generator=g)
+    m = LightSB(d, 3, eps, covariance=covariance)
+    m.init_from(y, generator=g)
+    assert bool(torch.isfinite(m.loss(x, y)))
+    gm = m.conditional(x)
+    assert bool(torch.isfinite(gm.mean()).all() and torch.isfinite(gm.covariance()).all())
+    for t in (0.0, 0.5, 1.0):
+        assert bool(torch.isfinite(m.drift(x, t)).all())
+    res = m.fit(x, y, steps=5, generator=g)
+    assert bool(torch.isfinite(res.losses).all())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = random_model(4, 3, 0.5, seed=11)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mc = random_model(4, 3, 0.5, seed=11).to("cuda")
+    torch.testing.assert_close(mc.drift(x.cuda(), 0.3).cpu(), m.drift(x, 0.3))
+    torch.testing.assert_close(mc.conditional(x.cuda()).covariance().cpu(), m.conditional(x).covariance())
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    assert mc.sample_trajectory(x.cuda(), 4, method="em", generator=gen).device.type == "cuda"
