@@ -22,10 +22,15 @@ def mlp(in_dim: int, out_dim: int, hidden: int, depth: int, activation: type[nn.
     layers: list[nn.Module] = []
     d = in_dim
     for _ in range(depth):
-        layers += [init_linear(nn.Linear(d, hidden), math.sqrt(2), generator), activation()]
+        layers += [init_linear(_linear(d, hidden), math.sqrt(2), generator), activation()]
         d = hidden
-    layers.append(init_linear(nn.Linear(d, out_dim), out_gain, generator))
+    layers.append(init_linear(_linear(d, out_dim), out_gain, generator))
     return nn.Sequential(*layers)
+
+
+def _linear(d_in: int, d_out: int) -> nn.Linear:
+    # skip torch's default initialisation, which would draw from (and advance) the global RNG
+    return nn.utils.skip_init(nn.Linear, d_in, d_out)
 
 
 class EnsembleLinear(nn.Module):

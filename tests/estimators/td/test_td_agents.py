@@ -134,3 +134,10 @@ def test_all_names_resolve(module):
         assert getattr(mod, name) is not None, name
     assert set(ENV_NAMES) >= {"NoisyCartPole-v1", "NoisyPendulum-v1", "Acrobot-v1", "MountainCarContinuous-v0"}
     assert td.agents.PPO is PPO
+
+
+def test_agents_leave_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    PPO("CartPole-v1", PPOConfig(n_envs=2, n_steps=8, ensemble=2), seed=0).learn(16)
+    SAC("Pendulum-v1", SACConfig(learning_starts=5, batch_size=4, hidden=8, log_every=5), seed=0).learn(10)
+    assert torch.equal(state, torch.random.get_rng_state())
