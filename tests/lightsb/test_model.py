@@ -230,8 +230,8 @@ def test_init_from_methods():
         m.init_from(y, method="kmeans")
     with pytest.raises(ValueError, match="target_samples needs"):
         m.init_from(y[:2])
-    # the learning-rate default scales with eps for mixtures
-    res = LightSB(2, 3, 0.1).fit(torch.randn(64, 2), torch.randn(64, 2), steps=4, warmup=0.0)
+    # the learning-rate default scales with eps / sqrt(d) for mixtures
+    res = LightSB(16, 3, 0.1).fit(torch.randn(64, 16), torch.randn(64, 16), steps=4, warmup=0.0)
     assert float(res.lrs[0]) == pytest.approx(3e-3)
 
 
