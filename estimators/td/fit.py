@@ -186,7 +186,7 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
     """Fisher scoring on the profile likelihood of ``log beta``, with Fisher-scoring location steps.
 
     The location's score ``sum sign(d)|d|^(beta-1) = sum e/d`` reuses ``e = |d|^beta`` of the beta
-    step, so the data are only re-logged when a location moved by more than half a standard error.
+    step, so the data are only re-logged when a location's score exceeds two standard deviations.
     All elementwise work goes into preallocated buffers (``e`` is passed in, ``L`` and ``D`` made here).
     """
     G, n = x.shape
@@ -260,12 +260,12 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
             info_mu = b**2 * torch.exp(torch.lgamma((2 - 1 / b).clamp_min(1e-3)) - torch.lgamma(1 / b)) / alpha**2
             dmu = score / (n * info_mu)
             z = score / (n * info_mu).sqrt()  # the score in standard deviations
-            # Within half a standard deviation the scoring step is taken without re-logging the data:
+            # Within two standard deviations the scoring step is taken without re-logging the data:
             # a one-step estimator from a root-n consistent start is efficient, and alpha and beta,
             # fitted at mu_L, differ from their values at the new location by O(1/n) (mu is orthogonal).
             active = ~loc_done
             loc = torch.where(active, mu_L + dmu, loc)
-            far = active & (z.abs() > 0.5) & (dmu.abs() > tol * alpha)
+            far = active & (z.abs() > 2.0) & (dmu.abs() > tol * alpha)
             loc_done |= active & ~far
             stale = bool(torch.any(far))
         converged = beta_done & loc_done
