@@ -173,6 +173,7 @@ class LightSB(nn.Module):
             self.log_s.fill_(math.log(self.init_scale))
         else:
             tau2 = spread * float(y.var(0).mean()) if self.n_potentials > 1 else float(y.var(0).mean())
+            tau2 = max(tau2, 1e-6 * self.epsilon)  # degenerate (constant) targets stay finite
             shrink = self.epsilon / (tau2 + self.epsilon)
             self.r.copy_(shrink * centres)
             self.log_alpha.copy_(-(centres**2).sum(1) / (2 * (tau2 + self.epsilon)))
@@ -272,7 +273,7 @@ class LightSB(nn.Module):
         --------
         >>> import torch
         >>> m = LightSB(2, 1, 1.0)
-        >>> m.init_from(torch.ones(3, 2))
+        >>> m.init_from(torch.ones(3, 2), method="reference")  # r = (1, 1), S = I
         >>> m.drift(torch.zeros(1, 2), 0.0).tolist()  # E[Y | x] - x = r + S x - x
         [[1.0, 1.0]]
         """
