@@ -212,9 +212,7 @@ def estimate(
             lw = None
         lens = [block_len(b) for b in group]
         if all(m == lens[0] for m in lens):
-            mom = RunningMoments.from_batch(y, lw, blocks=len(group))
-            if len(group) == 1:
-                mom = RunningMoments.stack([mom])
+            mom = RunningMoments.from_batch(y, lw, blocks=len(group), keep_blocks=True)
         else:
             parts, o = [], 0
             for m in lens:

@@ -53,6 +53,7 @@ class RunningMoments:
         log_weights: torch.Tensor | None = None,
         *,
         blocks: int = 1,
+        keep_blocks: bool = False,
     ) -> "RunningMoments":
         """Statistics of ``x`` of shape (n, k) (or (n,)), optionally split into ``blocks`` equal
         consecutive blocks (a leading block dimension in the result).
@@ -66,6 +67,8 @@ class RunningMoments:
         blocks : int
             Number of equal consecutive blocks (``n`` must be divisible by it). With ``blocks > 1``
             every field gets a leading dimension of that size.
+        keep_blocks : bool
+            Keep the leading block dimension even when ``blocks == 1``.
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -104,7 +107,7 @@ class RunningMoments:
             c2 = torch.einsum("bn,bni,bnj->bij", w2, xc, xc)
             d2 = (w2[..., None] * xc).sum(1)
             out = cls(count, scale, sw, sw2, mean, m2, c2, d2)
-        return out.reduce() if blocks == 1 else out
+        return out.reduce() if blocks == 1 and not keep_blocks else out
 
     @classmethod
     def empty(cls, k: int, device: torch.device | str | None = None) -> "RunningMoments":
@@ -138,6 +141,8 @@ class RunningMoments:
         """
         if not _is_batched(self):
             return self
+        if self.count.shape[0] == 1:  # one block: nothing to combine
+            return RunningMoments(**{k: getattr(self, k)[0] for k in self.__slots__})
         nonempty = self.count > 0
         if not bool(nonempty.any()):
             return RunningMoments.empty(self.mean.shape[-1], self.mean.device)
