@@ -235,7 +235,9 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
     D = x.new_empty((offs[-1], n)) if blocks else None
     stale, it = True, 0
     mu_L = loc.clone()
-    b_fin = S_fin = None
+    b_fin = torch.ones(G, dtype=torch.float64, device=x.device)
+    S_fin = torch.ones(G, dtype=torch.float64, device=x.device)
+    S = S1 = torch.zeros(G, dtype=torch.float64, device=x.device)
     prev_step = torch.full((G,), math.nan, dtype=torch.float64, device=x.device)  # no contraction seen yet
     for it in range(1, max_iter + 1):
         if stale:
@@ -251,13 +253,30 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
             torch.abs(e, out=L).clamp_(min=floor).log_()
             stale = False
         b = t.exp()
-        torch.mul(L, b.to(dtype).unsqueeze(-1), out=e).exp_()  # e = |d|^beta
-        S = e.sum(-1).double()
-        S1 = _dot(e, L)
+        # evaluate only the groups still moving (gathered when they are a minority); the others keep
+        # their sums: they are converged and take no step
+        pending = ~(beta_done & loc_done)
+        n_pending = int(pending.sum())
+        bd = b.to(dtype).unsqueeze(-1)
+        if it == 1 or 2 * n_pending > G:
+            evaluated = torch.ones_like(pending)
+            torch.mul(L, bd, out=e).exp_()  # e = |d|^beta
+            S = e.sum(-1).double()
+            S1 = _dot(e, L)
+        else:
+            evaluated = pending
+            idx = pending.nonzero().flatten()
+            Lp = L.index_select(0, idx)
+            ep = Lp.mul(bd[idx]).exp_()
+            S = S.index_put((idx,), ep.sum(-1).double())
+            S1 = S1.index_put((idx,), _dot(ep, Lp))
+            if not torch.all(loc_done):
+                e.index_copy_(0, idx, ep)  # the location score reads e
         A = torch.log(b * S / n)
         g = torch.log(b) - torch.lgamma(1 / b) - 1 / b - A / b  # profile log-likelihood / n (+ const)
+        g = torch.where(evaluated, g, best_g)
         # backtrack where the last step lowered the profile likelihood (free: S was needed anyway)
-        worse = g < best_g - slack * best_g.abs()
+        worse = evaluated & (g < best_g - slack * best_g.abs())
         if torch.any(worse):
             # a step already below the tolerance that still looks worse is rounding noise: stop there
             stuck = worse & ((t - prev_t).abs() < thr)
@@ -268,7 +287,8 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
                 break
             continue
         best_g = g
-        b_fin, S_fin = b, S
+        b_fin = torch.where(evaluated, b, b_fin)
+        S_fin = torch.where(evaluated, S, S_fin)
         A1 = 1 / b + S1 / S
         psi = torch.special.digamma(1 / b)
         gt = b * (1 / b + psi / b**2 + 1 / b**2 - A1 / b + A / b**2)  # d(profile)/d(log beta)
@@ -279,13 +299,13 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
         step = torch.where(beta_done, 0.0, (gt / i_eff).clamp(-1.0, 1.0))
         prev_t = t
         t = (t + step).clamp(math.log(_BETA_MIN), math.log(_BETA_MAX))
-        # stop when the step is below tol or 0.1 of the standard error of log beta, and *take* that last
-        # step without evaluating the profile there: scoring contracts the error by a factor O(1/sqrt(n))
-        # per step, so what is left after it is ~1e-3 of a standard error (below the 1e-2 left by stopping
-        # one evaluation later without the step). float32 sums carry rounding noise of ~1e3 eps in the
-        # score, a small fraction of a standard error for any sample size
+        # stop once the error left after this step is below tol or 1e-2 of the standard error of log beta,
+        # and *take* that last step without evaluating the profile there. Scoring contracts the error by
+        # a factor rho = O(1/sqrt(n)) per step, so the error left is rho |step| / (1 - rho), rho the
+        # observed ratio of successive steps (or the step itself below the threshold, before a ratio
+        # is seen). float32 sums carry rounding noise of ~1e3 eps in the score, a small fraction of a
+        # standard error for any sample size
         thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))
-        # predicted error left after taking the step: rho |step| / (1 - rho), rho the observed contraction
         rho = (step / prev_step).abs().clamp(max=0.5)
         prev_step = torch.where(beta_done, prev_step, step)
         newly = ~beta_done & ((step.abs() < thr) | ((step.abs() < 20 * thr) & (rho * step.abs() < 0.5 * thr)))
