@@ -304,7 +304,7 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
         # a factor rho = O(1/sqrt(n)) per step, so the error left is about rho |step| / (1 - rho), rho the
         # observed ratio of successive steps (or the step itself below the threshold, before a ratio
         # is seen); the 0.2 below leaves a margin for the noise in that ratio (checked against the MLE
-        # iterated to 1e-7 standard errors: within 1e-2 of one for n = 8 ... 1e4). float32 sums carry
+        # iterated to 1e-7 standard errors: within 1e-2 of one for n = 200 ... 1e4). float32 sums carry
         # rounding noise of ~1e3 eps in the score, a small fraction of a standard error for any n
         thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))
         rho = (step / prev_step).abs().clamp(max=0.5)
