@@ -339,8 +339,8 @@ def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: to
         converged = beta_done & loc_done
         if torch.all(converged):
             break
-    # report beta where the profile was last evaluated and accepted (the step left was below the
-    # tolerance) and alpha from the same sums: no extra pass over the data
+    # report beta after the accepted final step (or where the profile was last evaluated and accepted)
+    # and alpha from the matching sums (first-order extrapolated to that step): no extra pass over the data
     alpha = (b_fin * S_fin / n).pow(1 / b_fin)
     return loc, alpha, b_fin, it, converged
 
