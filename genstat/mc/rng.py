@@ -79,15 +79,42 @@ def child_generator(generator: torch.Generator, device: str | torch.device | Non
     return gen
 
 
+def _standard_gamma(concentration: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Gamma(concentration, 1) draws from ``generator`` (Marsaglia & Tsang 2000, vectorised rejection)."""
+    conc = concentration.expand(shape)
+    dtype, dev = conc.dtype, generator.device
+    boost = conc < 1  # Gamma(a) = Gamma(a + 1) * U^(1/a) for a < 1
+    a = torch.where(boost, conc + 1, conc)
+    d = a - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    out = torch.empty(shape, dtype=dtype, device=dev)
+    todo = torch.ones(shape, dtype=torch.bool, device=dev)
+    while bool(todo.any()):
+        idx = todo.nonzero(as_tuple=True)
+        m = idx[0].numel()
+        x = torch.randn(m, generator=generator, device=dev, dtype=dtype)
+        u = torch.rand(m, generator=generator, device=dev, dtype=dtype)
+        v = (1 + c[idx] * x) ** 3
+        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + d[idx] - d[idx] * v + d[idx] * torch.log(v.clamp_min(1e-300)))
+        sel = tuple(i[ok] for i in idx)
+        out[sel] = (d[idx] * v)[ok]
+        todo[sel] = False
+    if bool(boost.any()):
+        u = torch.rand(shape, generator=generator, device=dev, dtype=dtype)
+        out = torch.where(boost, out * u ** (1.0 / conc), out)
+    return out
+
+
 def sample_distribution(
     dist: torch.distributions.Distribution, n: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Draw ``n`` samples from a ``torch.distributions.Distribution`` with an explicit generator.
 
-    ``Distribution.sample`` only uses the global RNG. Common families (Normal, MultivariateNormal,
-    Uniform, Independent of those, LowRankMultivariateNormal, and anything with an ``icdf``) are
-    sampled by reparametrisation from ``generator``. Any other distribution is sampled inside
-    ``torch.random.fork_rng`` seeded from ``generator``, so the global RNG state is left untouched.
+    ``Distribution.sample`` only uses the global RNG, so families are sampled here by
+    reparametrisation from ``generator``: Normal, MultivariateNormal, LowRankMultivariateNormal,
+    Uniform, Gamma (and Chi2), Independent of those, and any scalar distribution with an ``icdf``
+    (Exponential, Cauchy, Laplace, ...). Others raise ``TypeError``: pass a sampler callable
+    ``(n, generator, device)`` instead. The global RNG is never used.
     """
     D = torch.distributions
     shape = (n,) + tuple(dist.batch_shape) + tuple(dist.event_shape)
@@ -99,11 +126,12 @@ def sample_distribution(
     if isinstance(base, D.Uniform):
         u = torch.rand(shape, generator=generator, device=dev, dtype=base.low.dtype)
         return base.low + (base.high - base.low) * u
+    if isinstance(base, D.Gamma):
+        return _standard_gamma(base.concentration, shape, generator) / base.rate
     if isinstance(dist, D.MultivariateNormal):
         eps = torch.randn(shape, generator=generator, device=dev, dtype=dist.loc.dtype)
         return dist.loc + (dist.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
     if isinstance(dist, D.LowRankMultivariateNormal):
-        # rsample with our own noise: W eps_W + sqrt(D) eps_D
         rank = dist.cov_factor.shape[-1]
         eps_w = torch.randn(shape[:-1] + (rank,), generator=generator, device=dev, dtype=dist.loc.dtype)
         eps_d = torch.randn(shape, generator=generator, device=dev, dtype=dist.loc.dtype)
@@ -116,8 +144,7 @@ def sample_distribution(
             return dist.icdf(u)
         except NotImplementedError:
             pass
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev).item())
-    devices = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return dist.sample((n,))
+    raise TypeError(
+        f"cannot sample {type(dist).__name__} with an explicit generator; pass a sampler callable "
+        "(n, generator, device) -> Tensor instead"
+    )

@@ -228,3 +228,16 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_result():
     ref = estimate(moments_fn, normal2, 40_000, seed=2, block_size=1024)
     torch.testing.assert_close(r.estimate, ref.estimate, rtol=1e-12, atol=1e-15)
     assert calls[:4] == [40_000, 20_480, 10_240, 5_120]
+
+
+def test_gamma_sampler_matches_scipy_and_unsupported_distributions_are_refused():
+    # Gamma with a < 1 and a > 1 (Marsaglia-Tsang with the block generator): KS against scipy
+    for a in (0.4, 3.0):
+        g = torch.Generator().manual_seed(1)
+        from genstat.mc import sample_distribution
+
+        x = sample_distribution(torch.distributions.Gamma(torch.tensor(a, dtype=torch.float64),
+                                                          torch.tensor(2.0, dtype=torch.float64)), 20_000, g)
+        assert stats.kstest(x.numpy(), stats.gamma(a, scale=0.5).cdf).pvalue > 1e-3
+    with pytest.raises(TypeError, match="pass a sampler callable"):
+        estimate(lambda x: x, torch.distributions.Poisson(torch.tensor(2.0)), 100)
