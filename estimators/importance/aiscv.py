@@ -38,6 +38,11 @@ def check_generator(generator) -> torch.Generator:
     return generator
 
 
+def draw_seed(gen: torch.Generator) -> int:
+    """An integer seed drawn from ``gen`` (for samplers that take a seed, not a generator)."""
+    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+
+
 def call_phis(phis: Callable, x: torch.Tensor, J: int | None, allow_negative: bool) -> torch.Tensor:
     """Evaluate ``phis`` on (n, d) points and validate: (n, J) finite float64, non-negative."""
     y = phis(x)
@@ -385,7 +390,7 @@ def aiscv(
         chosen = 1 + min(range(len(scores) - 1), key=lambda i: scores[i + 1])
     prop = proposals[chosen]
     n_final = N - used
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    seed = draw_seed(gen)
 
     def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
         x = x.to(torch.float64)

@@ -13,7 +13,7 @@ import torch
 
 from genstat.mc import estimate as mc_estimate
 
-from .aiscv import aiscv, call_phis, check_generator
+from .aiscv import aiscv, call_phis, check_generator, draw_seed
 from .proposals import InputSet, draw
 from .results import MultiExpectationResult
 
@@ -26,10 +26,6 @@ def _budget(budget, minimum: int = 2) -> int:
     if budget < minimum:
         raise ValueError(f"budget must be >= {minimum}, got {budget}")
     return budget
-
-
-def _seed(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
 
 
 def _pack(res, J: int, method: str, t0: float, names, level: float, n_per: int | None = None) -> MultiExpectationResult:
@@ -84,7 +80,7 @@ def mc_multi(
     lift = (lambda x: x[..., None]) if inp.univariate else (lambda x: x)
     if inp.shared:
         res = mc_estimate(lambda x: call_phis(phis, x, None, True), lambda n, g, d: lift(draw(inp.dists[0], n, g)),
-                          budget, seed=_seed(gen), device=gen.device, level=level)
+                          budget, seed=draw_seed(gen), device=gen.device, level=level)
         return _pack(res, res.estimate.numel(), "mc_multi", t0, names, level)
     J = inp.J
     per = budget // J
@@ -101,7 +97,7 @@ def mc_multi(
         y = call_phis(phis, x.reshape(n * J, d), J, True).reshape(n, J, J)
         return torch.diagonal(y, dim1=1, dim2=2)
 
-    res = mc_estimate(fn, sampler, per, seed=_seed(gen), device=gen.device, level=level)
+    res = mc_estimate(fn, sampler, per, seed=draw_seed(gen), device=gen.device, level=level)
     return _pack(res, J, "mc_multi", t0, names, level, n_per=per)
 
 
@@ -138,7 +134,7 @@ def mixture_reweighting(
         lf = inp.log_prob(x)
         return y * torch.exp(lf - inp.log_mean(x, lf)[:, None])
 
-    res = mc_estimate(fn, lambda n, g, d: inp.sample_mean(n, g), budget, seed=_seed(gen), device=gen.device,
+    res = mc_estimate(fn, lambda n, g, d: inp.sample_mean(n, g), budget, seed=draw_seed(gen), device=gen.device,
                       level=level)
     return _pack(res, res.estimate.numel(), "mixture_reweighting", t0, names, level)
 

@@ -28,7 +28,7 @@ from scipy import stats
 from genstat.mc import estimate as mc_estimate
 from genstat.mc import normal_interval
 
-from .aiscv import aiscv, check_generator
+from .aiscv import aiscv, check_generator, draw_seed
 
 __all__ = ["SobolResult", "sobol_indices", "target_sobol_indices"]
 
@@ -242,7 +242,7 @@ def sobol_indices(
                       generator=gen, allow_negative=True, level=level)
             est, cov, used = r.estimate, r.covariance, r.n_samples
         else:
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+            seed = draw_seed(gen)
             r = mc_estimate(phis, lambda m, g, dev: torch.randn(m, 2 * d, generator=g, device=dev,
                                                               dtype=torch.float64), n, seed=seed, level=level)
             est, cov, used = r.estimate, r.covariance, r.n_samples
@@ -267,7 +267,7 @@ def sobol_indices(
 
         S, T, Vs = [], [], []
         for _ in range(n_randomizations):
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+            seed = draw_seed(gen)
             res = stats.sobol_indices(func=func, n=m, dists=[stats.uniform()] * d, rng=np.random.default_rng(seed))
             S.append(np.ravel(res.first_order))
             T.append(np.ravel(res.total_order))
