@@ -11,7 +11,7 @@ All return :class:`~estimators.cumulants.GaussianityTestResult` so they plug int
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -36,8 +36,16 @@ def _re_im(x: Any, axis: int) -> tuple[np.ndarray, bool, torch.Tensor]:
     return np.stack([a.real, a.imag]), from_numpy, t
 
 
-def _combine(stat: np.ndarray, p: np.ndarray, alpha: float, n: int, name: str, from_numpy: bool,
-             t: torch.Tensor) -> GaussianityTestResult:
+def _re_im_test(x: Any, alpha: float, axis: int, name: str, min_n: int,
+                test: Callable[[np.ndarray], tuple[Any, Any]]) -> GaussianityTestResult:
+    """Apply the scalar test ``test(ri) -> (statistic, pvalue)`` (along the last axis) to Re and Im
+    of each record and combine the two by Bonferroni."""
+    alpha = _check_alpha(alpha)
+    ri, from_numpy, t = _re_im(x, axis)
+    n = ri.shape[-1]
+    if n < min_n:
+        raise ValueError(f"{name} needs at least {min_n} samples per record, got {n}")
+    stat, p = (np.asarray(a) for a in test(ri))
     pb = np.minimum(1.0, 2.0 * np.min(p, axis=0))  # Bonferroni over (Re, Im)
     st = np.max(stat, axis=0)
     wrap = (lambda a: a) if from_numpy else (lambda a: torch.as_tensor(a, device=t.device))
@@ -62,12 +70,7 @@ def normaltest_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> Gaussiani
     """
     from scipy import stats
 
-    alpha = _check_alpha(alpha)
-    ri, from_numpy, t = _re_im(x, axis)
-    if ri.shape[-1] < 20:
-        raise ValueError(f"normaltest needs at least 20 samples per record, got {ri.shape[-1]}")
-    res = stats.normaltest(ri, axis=-1)
-    return _combine(np.asarray(res.statistic), np.asarray(res.pvalue), alpha, ri.shape[-1], "normaltest", from_numpy, t)
+    return _re_im_test(x, alpha, axis, "normaltest", 20, lambda ri: stats.normaltest(ri, axis=-1)[:2])
 
 
 def jarque_bera_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> GaussianityTestResult:
@@ -83,12 +86,7 @@ def jarque_bera_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> Gaussian
     """
     from statsmodels.stats.stattools import jarque_bera
 
-    alpha = _check_alpha(alpha)
-    ri, from_numpy, t = _re_im(x, axis)
-    if ri.shape[-1] < 8:
-        raise ValueError(f"jarque_bera needs at least 8 samples per record, got {ri.shape[-1]}")
-    jb, pv, _, _ = jarque_bera(ri, axis=-1)
-    return _combine(np.asarray(jb), np.asarray(pv), alpha, ri.shape[-1], "jarque_bera", from_numpy, t)
+    return _re_im_test(x, alpha, axis, "jarque_bera", 8, lambda ri: jarque_bera(ri, axis=-1)[:2])
 
 
 def c42_threshold_test(x: Any, *, threshold: float = 0.1, axis: int = -1) -> GaussianityTestResult:
