@@ -103,6 +103,12 @@ def interpolant_loss(interpolant: Interpolant, model: Field, x0: torch.Tensor | 
     return 0.5 * (((op - target) ** 2).sum(1) + ((om - tgt_m) ** 2).sum(1)).mean()
 
 
+def _noise_scale(interpolant: Interpolant, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``gamma(t)`` (``alpha(t)`` for a noise-free path) as a column, shape (n, 1): the factor linking eta and score."""
+    tt = _as_time(t, x, x.shape[0])[:, None]
+    return interpolant.gamma(tt) if interpolant.has_noise else interpolant.alpha(tt)
+
+
 def score_from_eta(interpolant: Interpolant, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     """Score ``s = -eta / gamma`` (for a noise-free one-sided path ``s = -E[x0|x] / alpha``).
 
@@ -122,9 +128,7 @@ def score_from_eta(interpolant: Interpolant, t: torch.Tensor, eta: torch.Tensor)
     >>> score_from_eta(Interpolant("linear", "quadratic"), torch.tensor([0.5]), torch.ones(1, 2))
     tensor([[-4., -4.]])
     """
-    tt = _as_time(t, eta, eta.shape[0])[:, None]
-    scale = interpolant.gamma(tt) if interpolant.has_noise else interpolant.alpha(tt)
-    return -eta / scale
+    return -eta / _noise_scale(interpolant, t, eta)
 
 
 def eta_from_score(interpolant: Interpolant, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
@@ -136,9 +140,7 @@ def eta_from_score(interpolant: Interpolant, t: torch.Tensor, score: torch.Tenso
     >>> eta_from_score(Interpolant("linear", "quadratic"), torch.tensor([0.5]), torch.ones(1, 2))
     tensor([[-0.2500, -0.2500]])
     """
-    tt = _as_time(t, score, score.shape[0])[:, None]
-    scale = interpolant.gamma(tt) if interpolant.has_noise else interpolant.alpha(tt)
-    return -score * scale
+    return -score * _noise_scale(interpolant, t, score)
 
 
 def velocity_from_predictions(interpolant: Interpolant, t: torch.Tensor, x: torch.Tensor, *,
