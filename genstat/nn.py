@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["TimeEmbedding", "MLP", "TimeMLP"]
+__all__ = ["TimeEmbedding", "MLP", "TimeMLP", "init_linear_"]
 
 _ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus,
                 "relu": nn.ReLU, "elu": nn.ELU}
@@ -16,6 +16,21 @@ def _activation(name: str) -> type[nn.Module]:
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]
+
+
+def init_linear_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """PyTorch's default ``nn.Linear`` initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
+    biases, drawn from ``generator`` instead of the global RNG (in place; returns ``module``)."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1.0 / math.sqrt(layer.in_features)
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+    return module
 
 
 class TimeEmbedding(nn.Module):
@@ -40,9 +55,14 @@ class TimeEmbedding(nn.Module):
 
 
 class MLP(nn.Module):
-    """Plain MLP ``in_dim -> hidden x depth -> out_dim``."""
+    """Plain MLP ``in_dim -> hidden x depth -> out_dim``.
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu"):
+    Weights are initialised from ``generator`` (default: a generator seeded with 0), never from the
+    global RNG, so a model is reproducible from its arguments alone.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu",
+                 generator: torch.Generator | None = None):
         super().__init__()
         for name, v in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("depth", depth)):
             if not isinstance(v, int) or v < 1:
@@ -51,10 +71,11 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, hidden), act()]
+            layers += [nn.utils.skip_init(nn.Linear, d, hidden), act()]
             d = hidden
-        layers.append(nn.Linear(d, out_dim))
+        layers.append(nn.utils.skip_init(nn.Linear, d, out_dim))
         self.net = nn.Sequential(*layers)
+        init_linear_(self, generator if generator is not None else torch.Generator().manual_seed(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -75,6 +96,8 @@ class TimeMLP(nn.Module):
         Size of the sinusoidal embedding of t (0: feed t raw).
     activation : str
         ``silu`` (default), ``selu``, ``gelu``, ``tanh``, ``softplus``, ``relu``, ``elu``.
+    generator : torch.Generator, optional
+        Source of the initial weights (default: seeded with 0; the global RNG is never used).
 
     Examples
     --------
@@ -85,12 +108,12 @@ class TimeMLP(nn.Module):
     """
 
     def __init__(self, dim: int, out_dim: int | None = None, hidden: int = 128, depth: int = 3,
-                 time_embedding: int = 16, activation: str = "silu"):
+                 time_embedding: int = 16, activation: str = "silu", generator: torch.Generator | None = None):
         super().__init__()
         self.dim = dim
         self.embed = TimeEmbedding(time_embedding) if time_embedding else None
         t_dim = time_embedding if time_embedding else 1
-        self.mlp = MLP(dim + t_dim, out_dim or dim, hidden, depth, activation)
+        self.mlp = MLP(dim + t_dim, out_dim or dim, hidden, depth, activation, generator=generator)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:

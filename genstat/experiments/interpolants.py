@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import torch
@@ -112,22 +111,10 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _init_model(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
-    """PyTorch's default Linear init (U(-1/sqrt(fan_in), 1/sqrt(fan_in))) drawn from ``generator``."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                bound = 1.0 / math.sqrt(m.in_features)
-                m.weight.uniform_(-bound, bound, generator=generator)
-                if m.bias is not None:
-                    m.bias.uniform_(-bound, bound, generator=generator)
-    return model
-
-
 def _build(m: MethodConfig, seed: int, stream: int = 0):
     interp = Interpolant(m.path, m.gamma, a=m.a)
-    model = TimeMLP(2, hidden=m.hidden, depth=m.depth, time_embedding=m.time_embedding, activation=m.activation)
-    _init_model(model, block_generator(seed, 0, stream=10 + stream))
+    model = TimeMLP(2, hidden=m.hidden, depth=m.depth, time_embedding=m.time_embedding, activation=m.activation,
+                    generator=block_generator(seed, 0, stream=10 + stream))
     return interp, model
 
 

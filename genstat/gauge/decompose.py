@@ -21,7 +21,6 @@ from torch.func import grad, jacrev, vmap
 from genstat.nn import MLP
 
 from ._autodiff import check_field_output, check_points, divergence
-from .models import _init_from
 
 __all__ = [
     "GaugeDecomposition",
@@ -172,9 +171,10 @@ class QuadraticPotential(nn.Module):
 class MLPPotential(nn.Module):
     """Scalar MLP ``phi(x)`` (smooth activation) with ``gradient(x) = grad phi(x)`` by torch.func."""
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu"):
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu",
+                 generator: torch.Generator | None = None):
         super().__init__()
-        self.net = MLP(dim, 1, hidden, depth, activation)
+        self.net = MLP(dim, 1, hidden, depth, activation, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -302,8 +302,7 @@ def decompose(
         elif potential == "mlp":
             if not isinstance(generator, torch.Generator):
                 raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-            pot = MLPPotential(dim, hidden, depth)
-            _init_from(pot, generator)
+            pot = MLPPotential(dim, hidden, depth, generator=generator)
             pot = pot.to(dtype=samples.dtype, device=samples.device)
         else:
             raise ValueError(f"potential must be 'mlp', 'quadratic' or an nn.Module, got {potential!r}")

@@ -30,23 +30,6 @@ from genstat.nn import TimeMLP
 __all__ = ["EnergyScore", "FreeScore", "ScoreFitResult", "fit_score"]
 
 
-def _init_from(module: nn.Module, generator: torch.Generator | None) -> None:
-    # torch's default Linear initialisation, drawn from an explicit generator instead of the global RNG
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.Linear):
-                bound = 1.0 / math.sqrt(layer.in_features)
-                w = torch.rand(layer.weight.shape, generator=generator, device=generator.device)
-                layer.weight.copy_((2 * w - 1) * bound)
-                if layer.bias is not None:
-                    b = torch.rand(layer.bias.shape, generator=generator, device=generator.device)
-                    layer.bias.copy_((2 * b - 1) * bound)
-
-
 class _NoiseConditionalScore(nn.Module):
     def __init__(self, dim: int, sigma_min: float, sigma_max: float, sigma_data: float):
         super().__init__()
@@ -118,8 +101,7 @@ class EnergyScore(_NoiseConditionalScore):
         super().__init__(dim, sigma_min, sigma_max, sigma_data)
         if activation == "relu":
             raise ValueError("activation must be smooth for a conservative score (relu gives a zero Hessian)")
-        self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation)
-        _init_from(self.net, generator)
+        self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation, generator=generator)
 
     @staticmethod
     def _g(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -161,8 +143,7 @@ class FreeScore(_NoiseConditionalScore):
                  sigma_min: float = 0.01, sigma_max: float = 1.0, sigma_data: float = 1.0,
                  generator: torch.Generator | None = None):
         super().__init__(dim, sigma_min, sigma_max, sigma_data)
-        self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation)
-        _init_from(self.net, generator)
+        self.net = TimeMLP(dim, dim, hidden, depth, time_embedding=0, activation=activation, generator=generator)
 
     def denoiser(self, x, sigma):
         _, t, c_in = self._inputs(x, sigma)
