@@ -192,6 +192,18 @@ def _validate(alpha, statistic, covariance, n_fft, cp_length, bandwidth, cp_corr
 
 
 # ------------------------------------------------------------------------------------ covariances
+def _map_record_chunks(t: torch.Tensor, fn, dtype: torch.dtype, chunk_samples: int) -> torch.Tensor:
+    """``fn`` (m records of shape (m, n) -> (m,)) applied to cache-sized chunks of the records of
+    ``t`` (..., n); the per-record results, shape ``t.shape[:-1]``."""
+    n = t.shape[-1]
+    flat = t.reshape(-1, n)
+    out = torch.empty(flat.shape[0], dtype=dtype, device=t.device)
+    step = max(1, chunk_samples // n)
+    for s in range(0, flat.shape[0], step):
+        out[s : s + step] = fn(flat[s : s + step])
+    return out.reshape(t.shape[:-1])
+
+
 def _components(norm: dict[str, torch.Tensor], comps: tuple[str, ...]) -> torch.Tensor:
     parts = {
         "c40_re": lambda: norm["40"].real, "c40_im": lambda: norm["40"].imag,
@@ -204,11 +216,8 @@ def _components(norm: dict[str, torch.Tensor], comps: tuple[str, ...]) -> torch.
 def _lag_correlation(t: torch.Tensor, lag: int) -> torch.Tensor:
     """``mean_n x_{n+lag} conj(x_n)`` per record (complex128), in cache-sized chunks of records."""
     n = t.shape[-1]
-    flat = t.reshape(-1, n)
-    out = torch.empty(flat.shape[0], dtype=torch.complex128, device=t.device)
-    step = max(1, (1 << 16) // n)
-    for s in range(0, flat.shape[0], step):
-        xc = flat[s : s + step]
+
+    def chunk(xc: torch.Tensor) -> torch.Tensor:
         if xc.is_complex():
             a, b = xc.real.to(torch.float64), xc.imag.to(torch.float64)
             re = (a[:, lag:] * a[:, :-lag]).sum(-1) + (b[:, lag:] * b[:, :-lag]).sum(-1)
@@ -216,8 +225,9 @@ def _lag_correlation(t: torch.Tensor, lag: int) -> torch.Tensor:
         else:
             a = xc.to(torch.float64)
             re, im = (a[:, lag:] * a[:, :-lag]).sum(-1), torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
-        out[s : s + step] = torch.complex(re, im) / (n - lag)
-    return out.reshape(t.shape[:-1])
+        return torch.complex(re, im) / (n - lag)
+
+    return _map_record_chunks(t, chunk, torch.complex128, 1 << 16)
 
 
 def _cp_factors(t: torch.Tensor, c21: torch.Tensor, n_fft: int, cp_length: int,
@@ -263,11 +273,8 @@ def _influences(x: torch.Tensor, mo: dict[str, torch.Tensor], norm: dict[str, to
 def _hac_statistic(t: torch.Tensor, comps: tuple[str, ...], bandwidth: int) -> torch.Tensor:
     """``c^T Sigma_HAC^{-1} c`` per record (without the factor N)."""
     n = t.shape[-1]
-    flat = t.reshape(-1, n)
-    out = torch.empty(flat.shape[0], dtype=torch.float64, device=t.device)
-    step = max(1, (1 << 15) // n)
-    for s in range(0, flat.shape[0], step):
-        xc = flat[s : s + step]
+
+    def chunk(xc: torch.Tensor) -> torch.Tensor:
         mo = moments_from_means(moment_means(xc))
         c = cumulants_from_moments(mo)
         norm = {k: c[f"C{k}"] / mo["M21"] ** 2 for k in ("40", "41", "42")}
@@ -279,8 +286,9 @@ def _hac_statistic(t: torch.Tensor, comps: tuple[str, ...], bandwidth: int) -> t
             sigma = sigma + (1.0 - k / (bandwidth + 1.0)) * (gk + gk.transpose(1, 2))
         cv = _components(norm, comps)
         sol = torch.linalg.lstsq(sigma, cv.unsqueeze(-1)).solution.squeeze(-1)
-        out[s : s + step] = (cv * sol).sum(-1)
-    return out.reshape(t.shape[:-1])
+        return (cv * sol).sum(-1)
+
+    return _map_record_chunks(t, chunk, torch.float64, 1 << 15)
 
 
 # ------------------------------------------------------------------------------------------- test
