@@ -27,15 +27,13 @@ __all__ = [
 ]
 
 
-def _check_n(n: int) -> None:
+def _start(n: int, generator: torch.Generator | None) -> tuple[torch.Generator, torch.device]:
+    """Check a sampler's ``n`` and ``generator``; return the generator and its device (where samples go)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-
-
-def _gen(generator: torch.Generator | None) -> torch.Generator:
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
+    return generator, generator.device
 
 
 class GaussianMixture:
@@ -153,9 +151,7 @@ class GaussianMixture:
         The samples are produced on the generator's device (``device`` is accepted for the engine's
         sampler signature and must agree with it when given).
         """
-        _check_n(n)
-        gen = _gen(generator)
-        dev = gen.device
+        gen, dev = _start(n, generator)
         comp = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=gen) if n else \
             torch.zeros(0, dtype=torch.long, device=dev)
         eps = torch.randn(n, self.dim, generator=gen, device=dev, dtype=self.means.dtype)
@@ -222,11 +218,9 @@ def moons(n: int, generator: torch.Generator, device=None, *, dtype: torch.dtype
     >>> moons(4, torch.Generator().manual_seed(0)).shape
     torch.Size([4, 2])
     """
-    _check_n(n)
+    gen, dev = _start(n, generator)
     if style not in MOONS_STYLES:
         raise ValueError(f"style must be one of {MOONS_STYLES}, got {style!r}")
-    gen = _gen(generator)
-    dev = gen.device
     n_out = n // 2
     if style == "iid":
         theta = math.pi * torch.rand(n, generator=gen, device=dev, dtype=dtype)
@@ -256,9 +250,7 @@ def checkerboard(n: int, generator: torch.Generator, device=None, *, dtype: torc
     >>> checkerboard(4, torch.Generator().manual_seed(0)).shape
     torch.Size([4, 2])
     """
-    _check_n(n)
-    gen = _gen(generator)
-    dev = gen.device
+    gen, dev = _start(n, generator)
     x1 = torch.rand(n, generator=gen, device=dev, dtype=dtype) * 4 - 2
     x2_ = torch.rand(n, generator=gen, device=dev, dtype=dtype) - 2 * torch.randint(
         0, 2, (n,), generator=gen, device=dev).to(dtype)
@@ -276,9 +268,7 @@ def circles(n: int, generator: torch.Generator, device=None, *, dtype: torch.dty
     >>> circles(4, torch.Generator().manual_seed(0)).shape
     torch.Size([4, 2])
     """
-    _check_n(n)
-    gen = _gen(generator)
-    dev = gen.device
+    gen, dev = _start(n, generator)
     theta = 2 * math.pi * torch.rand(n, generator=gen, device=dev, dtype=dtype)
     which = torch.randint(0, 2, (n,), generator=gen, device=dev)
     r = torch.tensor(radii, dtype=dtype, device=dev)[which]
@@ -296,9 +286,7 @@ def spirals(n: int, generator: torch.Generator, device=None, *, dtype: torch.dty
     >>> spirals(4, torch.Generator().manual_seed(0)).shape
     torch.Size([4, 2])
     """
-    _check_n(n)
-    gen = _gen(generator)
-    dev = gen.device
+    gen, dev = _start(n, generator)
     u = torch.sqrt(torch.rand(n, generator=gen, device=dev, dtype=dtype))  # uniform along the arm
     theta = 2 * math.pi * turns * u
     arm = torch.randint(0, 2, (n,), generator=gen, device=dev).to(dtype) * math.pi
@@ -330,9 +318,8 @@ def toy2d_sampler(name: str, **kwargs) -> Callable[..., torch.Tensor]:
         dtype = kwargs.get("dtype", torch.float32)
 
         def gaussian(n: int, generator: torch.Generator, device=None) -> torch.Tensor:
-            _check_n(n)
-            gen = _gen(generator)
-            return torch.randn(n, 2, generator=gen, device=gen.device, dtype=dtype)
+            gen, dev = _start(n, generator)
+            return torch.randn(n, 2, generator=gen, device=dev, dtype=dtype)
 
         return gaussian
     if name not in _TOY:
