@@ -168,10 +168,12 @@ class GeneralizedGaussian(Distribution):
     # -- sampling
     def sample(self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
                ) -> torch.Tensor:
-        """Draw samples; pass ``generator`` for reproducibility (otherwise torch's default generator).
+        """Draw samples from ``generator`` (required: the global RNG is never used).
 
         ``|X - loc| / scale = G^(1/beta)`` with ``G ~ Gamma(1/beta, 1)``, and an independent random sign.
         """
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             a = (1 / self.beta).expand(shape).contiguous()

@@ -64,6 +64,12 @@ def test_sampling_reproducible_and_batched():
     assert d.expand((2, 3)).sample(generator=torch.Generator().manual_seed(0)).shape == (2, 3)
 
 
+def test_sampling_needs_a_generator():
+    d = GeneralizedGaussian(torch.zeros(3), torch.ones(3), torch.tensor([0.5, 1.0, 4.0]))
+    with pytest.raises(TypeError, match="generator"):
+        d.sample((7,))
+
+
 def test_float32_log_prob_close_to_float64():
     x = torch.linspace(-5, 5, 101)
     torch.testing.assert_close(_dist(1.5, dtype=torch.float32).log_prob(x),
