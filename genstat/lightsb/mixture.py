@@ -97,15 +97,15 @@ class GaussianMixture:
             self._tril = torch.linalg.cholesky(self._cov)
         return self._tril
 
-    def sample(self, n_per_x: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n_per_x: int = 1, *, generator: torch.Generator) -> Tensor:
         """Draw ``n_per_x`` samples from each mixture.
 
         Parameters
         ----------
         n_per_x : int
             Samples per mixture.
-        generator : torch.Generator, optional
-            Source of randomness (on the tensors' device).
+        generator : torch.Generator
+            Source of randomness (on the tensors' device); required, so the global RNG is never used.
 
         Returns
         -------
@@ -113,6 +113,8 @@ class GaussianMixture:
         """
         if not isinstance(n_per_x, int) or n_per_x < 1:
             raise ValueError(f"n_per_x must be a positive int, got {n_per_x!r}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         n, k, d = self.means.shape
         idx = torch.multinomial(self.weights, n_per_x, replacement=True, generator=generator)  # (n, m)
         z = torch.randn(n, n_per_x, d, generator=generator, dtype=self.means.dtype, device=self.means.device)

@@ -242,8 +242,8 @@ class LightSB(nn.Module):
         means = self.r.unsqueeze(0) + torch.einsum("kij,nj->nki", S, x)
         return GaussianMixture(self._log_weights(x, tril), means, self.epsilon * S)
 
-    def sample(self, x: Tensor, n_per_x: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``y ~ pi(. | x)``; shape (n, n_per_x, d)."""
+    def sample(self, x: Tensor, n_per_x: int = 1, *, generator: torch.Generator) -> Tensor:
+        """Draw ``y ~ pi(. | x)`` with ``generator``; shape (n, n_per_x, d)."""
         return self.conditional(x).sample(n_per_x, generator=generator)
 
     # ------------------------------------------------------------------ bridge
@@ -316,7 +316,8 @@ class LightSB(nn.Module):
         x0 : Tensor, shape (n, d)
         steps : int
         method : {"bridge", "em"}
-        generator : torch.Generator, optional
+        generator : torch.Generator
+            Required (the global RNG is never used).
 
         Returns
         -------
@@ -328,6 +329,8 @@ class LightSB(nn.Module):
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if method not in ("bridge", "em"):
             raise ValueError(f"method must be 'bridge' or 'em', got {method!r}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         h = 1.0 / steps
         out = [x]
         with torch.no_grad():
