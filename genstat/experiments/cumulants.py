@@ -26,7 +26,7 @@ from estimators.cumulants import (
 )
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 __all__ = ["BenchParams", "IdentificationParams", "run_bench", "run_identification"]
 
@@ -111,14 +111,6 @@ def _band_plot(run: Run, df: pd.DataFrame, x: str, panels: str, title: str, name
     run.save_figure(fig, name)
 
 
-def _md(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    """A markdown table (pandas' ``to_markdown`` needs the optional tabulate package)."""
-    cell = lambda v: format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _pivot(df: pd.DataFrame, index: list[str], col: str) -> pd.DataFrame:
     t = df.pivot_table(index=index, columns=col, values="rate", sort=False).reset_index()
     t.columns = [str(c) for c in t.columns]
@@ -138,7 +130,7 @@ def run_identification(p: IdentificationParams, run: Run) -> None:
         df = pd.concat(frames)
         _band_plot(run, df, "snr_db", "scenario", f"rejection rate vs SNR (N = {p.n_samples})", "rate_vs_snr", p.alpha)
         md += ["## Rejection rate vs SNR (P_d for SC, false alarm for OFDM)\n",
-               _md(_pivot(df, ["scenario", "test"], "snr_db"), ".3f"), ""]
+               markdown_table(_pivot(df, ["scenario", "test"], "snr_db"), ".3f"), ""]
     if "length" in p.sections:
         frames = []
         for label, cfg, snr in [(ofdm.label, ofdm, p.false_alarm_snr_db)] + [
@@ -148,14 +140,14 @@ def run_identification(p: IdentificationParams, run: Run) -> None:
         df = pd.concat(frames)
         _band_plot(run, df, "n_samples", "scenario", "rejection rate vs record length", "rate_vs_length", p.alpha)
         md += ["## Rejection rate vs record length\n",
-               _md(_pivot(df, ["scenario", "test"], "n_samples"), ".3f"), ""]
+               markdown_table(_pivot(df, ["scenario", "test"], "n_samples"), ".3f"), ""]
     if "h0" in p.sections:
         frames = []
         for n in p.sample_sizes:
             frames += _curve(run, p, "h0", "white noise", SignalConfig("noise"), [None], n)
         df = pd.concat(frames)
         md += ["## Size on white complex Gaussian noise (H0)\n",
-               _md(_pivot(df, ["test"], "n_samples"), ".3f"), ""]
+               markdown_table(_pivot(df, ["test"], "n_samples"), ".3f"), ""]
     if "impairments" in p.sections:
         frames = []
         for imp, kw in p.impairments.items():
@@ -169,7 +161,7 @@ def run_identification(p: IdentificationParams, run: Run) -> None:
                                  extra={"impairment": imp})
         df = pd.concat(frames)
         md += ["## Impairments (rate at N = %d)\n" % p.n_samples,
-               _md(_pivot(df, ["scenario", "test"], "impairment"), ".3f"), ""]
+               markdown_table(_pivot(df, ["scenario", "test"], "impairment"), ".3f"), ""]
     run.save_text("\n".join(md), "results.md")
 
 
@@ -252,6 +244,6 @@ def run_bench(p: BenchParams, run: Run) -> None:
     run.save_table(sdf, "size_ofdm")
     run.save_text("\n".join([
         f"# Bench: {p.n_records} records x {p.n_samples} samples, threads={torch.get_num_threads()}\n",
-        _md(pd.DataFrame(rows), ".4g"), "",
+        markdown_table(pd.DataFrame(rows), ".4g"), "",
         f"## Size on OFDM-QPSK (64+16) at {p.size_snr_db:g} dB, alpha = {p.alpha}\n",
-        _md(sdf, ".4f"), ""]), "results.md")
+        markdown_table(sdf, ".4f"), ""]), "results.md")

@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 # scikit-dimension 0.5.0, n = 2000 (REFERENCE.md section 3): (MLE, TwoNN) for the true dimension
 ID_ANCHORS = {
@@ -18,20 +18,6 @@ ID_ANCHORS = {
     "swiss_roll_R3": (1.94, 1.93),
     "linear10_R50": (9.00, 9.49),
 }
-
-
-def _markdown(df) -> str:
-    """A pipe table (pandas' to_markdown needs the optional tabulate package)."""
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
 
 
 class GaugeToyParams(BaseModel):
@@ -86,7 +72,6 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
         exact_cons = samples @ Q.T
         fit_err = float((dec.conservative(samples) - exact_cons).pow(2).sum(1).mean() / exact_cons.pow(2).sum(1).mean())
         rho = nonconservativity(field, x_probe, n_probes=p.n_probes, generator=g)
-        r = field(x_probe) - x_probe @ (-P).T
         gauge = float(gauge_residual(lambda z, M=M: z @ (M + P).T, lambda z: -z @ P, x_probe).abs().mean())
         sampler = langevin_sampler(field, 2, n_steps=p.langevin_steps, step_size=p.step_size)
         mom = estimate(lambda x: torch.stack([x[:, 0] ** 2, x[:, 0] * x[:, 1], x[:, 1] ** 2], 1), sampler,
@@ -120,7 +105,7 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
             ax.set_title(f"{name}\n{title}", fontsize=9)
             ax.set_aspect("equal")
     run.save_figure(fig, "decomposition")
-    run.save_text(_markdown(pd.DataFrame(run.results)), "table.md")
+    run.save_text(markdown_table(pd.DataFrame(run.results)), "table.md")
 
 
 class IDManifoldsParams(BaseModel):
@@ -217,4 +202,4 @@ def run_id_manifolds(p: IDManifoldsParams, run: Run) -> None:
     wide = wide.reset_index()
     wide["skdim mle / twonn"] = [" / ".join(str(v) for v in ID_ANCHORS[n]) for n in wide["manifold"]]
     run.save_table(wide, "id_table")
-    run.save_text("cells: integer dimension (continuous estimate)\n\n" + _markdown(wide), "table.md")
+    run.save_text("cells: integer dimension (continuous estimate)\n\n" + markdown_table(wide), "table.md")

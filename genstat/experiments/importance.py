@@ -38,20 +38,11 @@ from estimators.importance import (
 from genstat.mc import block_generator
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 __all__ = ["MomentsParams", "CantileverParams", "SobolParams", "BenchParams"]
 
 AUTHORS_SECONDS_PER_RUN = (8.0, 12.0)  # REFERENCE.md §4, measured on the 2-core machine
-
-
-def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _dfact(k: int) -> float:
@@ -110,8 +101,8 @@ def run_moments(p: MomentsParams, run: Run) -> None:
                             {"method": "mc (exact variance)", "sum_w_var": mc, "ratio_mc_over_method": 1.0,
                              "median_seconds": float("nan"), "mean_n_adaptive": 0.0, "reps": 0}])
     run.save_table(summary, "summary")
-    run.save_text(_md(table) + "\n" + _md(summary), "table.md")
-    run.log(_md(table) + "\n" + _md(summary))
+    run.save_text(markdown_table(table) + "\n" + markdown_table(summary), "table.md")
+    run.log(markdown_table(table) + "\n" + markdown_table(summary))
 
 
 # --------------------------------------------------------------------------- cantilever beam
@@ -156,8 +147,8 @@ def run_cantilever(p: CantileverParams, run: Run) -> None:
         r["ratio_over_aiscv_reported"] = r["sum_var_reported"] / ref["sum_var_reported"]
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "_mean"} for r in rows])
     run.add_results(table)
-    run.save_text(_md(table), "table.md")
-    run.log(_md(table))
+    run.save_text(markdown_table(table), "table.md")
+    run.log(markdown_table(table))
 
 
 # --------------------------------------------------------------------------- Sobol' indices
@@ -240,8 +231,8 @@ def _sobol_table(p: SobolParams, run: Run) -> pd.DataFrame:
 @experiment("importance.sobol", SobolParams, help="Sobol' indices (Ishigami/linear) at equal calls: aISCV vs MC vs QMC")
 def run_sobol(p: SobolParams, run: Run) -> None:
     table = _sobol_table(p, run)
-    run.save_text(_md(table), "table.md")
-    run.log(_md(table))
+    run.save_text(markdown_table(table), "table.md")
+    run.log(markdown_table(table))
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -274,6 +265,6 @@ def run_bench(p: BenchParams, run: Run) -> None:
                            "mae_ratio_vs_scipy": sub.loc[idx, "mean_abs_error"] / anchor.loc[idx, "mean_abs_error"]})
     ratios = pd.DataFrame(ratios)
     run.save_table(ratios, "sobol_ratios")
-    md = _md(speed) + "\n" + _md(ratios)
+    md = markdown_table(speed) + "\n" + markdown_table(ratios)
     run.save_text(md, "table.md")
     run.log(md)

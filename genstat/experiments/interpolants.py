@@ -19,7 +19,7 @@ from genstat.metrics import wasserstein2
 from genstat.nn import TimeMLP
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 __all__ = ["MethodConfig", "Toy2dParams", "BenchParams", "run_toy2d", "run_bench"]
 
@@ -100,15 +100,6 @@ class BenchParams(BaseModel):
         MethodConfig(name="I-CFM"), MethodConfig(name="OT-CFM", coupling="ot")])
 
     _samplers = field_validator("samplers")(_check_sampler_names)
-
-
-def _markdown(df: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs the optional tabulate package)."""
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _build(m: MethodConfig, seed: int, stream: int = 0):
@@ -200,7 +191,7 @@ def run_toy2d(p: Toy2dParams, run: Run) -> None:
             run.save_figure(fig, "trajectories")
     summary = run.results.groupby("sampler").agg(w2=("w2", "mean"), w2_sd=("w2", "std"), floor=("floor", "mean"),
                                                  nfe=("nfe", "mean"), train_cpu_s=("train_cpu_s", "mean"))
-    run.save_text(_markdown(summary.reset_index()) + "\n", "table.md")
+    run.save_text(markdown_table(summary.reset_index(), ".3f") + "\n", "table.md")
 
 
 @experiment("interpolants.bench", BenchParams,
@@ -249,7 +240,7 @@ def run_bench(p: BenchParams, run: Run) -> None:
     floor = float(df.floor.mean())
     md = (f"{p.source} -> {p.target}, {p.steps} steps, seeds {p.seeds}, W2 on {p.n_eval} points "
           f"(noise floor {floor:.3f}); time ratio = train CPU / {p.anchor}'s in the same run\n\n"
-          + _markdown(table) + "\n\nREFERENCE.md §1 (torchcfm 1.0.7, other run, floor 0.076):\n\n"
-          + _markdown(ref) + "\n")
+          + markdown_table(table, ".3f") + "\n\nREFERENCE.md §1 (torchcfm 1.0.7, other run, floor 0.076):\n\n"
+          + markdown_table(ref, ".3f") + "\n")
     run.save_text(md, "table.md")
     run.log(md)

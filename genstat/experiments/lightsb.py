@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 __all__ = ["ModelSpec", "GaussianParams", "BenchmarkParams", "BenchParams", "PAPER_CBW2_UVP"]
 
@@ -186,16 +186,8 @@ def _summary(run: Run) -> None:
     if df.empty:
         return
     table = df.pivot_table(index=["task", "method"], columns=["epsilon", "d"], values="cbw2_uvp")
-    run.save_text(table.to_markdown(floatfmt=".4f") if _has_tabulate() else table.to_string(), "table.md")
+    run.save_text(markdown_table(table, ".4f", index=True), "table.md")
     run.log(table.to_string(float_format=lambda v: f"{v:.4f}"))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @experiment("lightsb.gaussian", GaussianParams, help="LightSB vs the closed-form Gaussian EOT oracle (cBW2-UVP)")

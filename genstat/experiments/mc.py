@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from genstat.mc import estimate
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 __all__ = ["BenchParams", "run_bench"]
 
@@ -102,13 +102,5 @@ def run_bench(p: BenchParams, run: Run) -> None:
         run.log(f"batch {batch:>7d}: engine {best['engine']:.3f}s  torch loop {best['torch_loop']:.3f}s  "
                 f"numpy loop {best['numpy_loop']:.3f}s  overhead x{row['engine_over_torch_loop']:.3f}")
     df = pd.DataFrame(rows)
-    run.save_text(df.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else df.to_string(index=False),
+    run.save_text(markdown_table(df, ".3f"),
                   "results.md")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

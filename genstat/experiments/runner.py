@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from .config import ExperimentConfig
 from .registry import get_kind
 
-__all__ = ["Run", "run_experiment", "atomic_write_text"]
+__all__ = ["Run", "run_experiment", "atomic_write_text", "markdown_table"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -41,6 +42,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g", *, index: bool = False) -> str:
+    """A pipe (markdown) table of ``df``; floats formatted with ``floatfmt``, None/NaN left blank.
+
+    Written here because ``DataFrame.to_markdown`` needs the optional ``tabulate`` package.
+    """
+    if index:
+        df = df.reset_index()
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        if isinstance(v, (float, np.floating)):
+            return format(v, floatfmt)
+        return str(v)
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 def _git(*args: str) -> str | None:

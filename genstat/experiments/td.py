@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from .registry import experiment
-from .runner import Run
+from .runner import Run, markdown_table
 
 
 class Variant(BaseModel):
@@ -151,7 +151,7 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
                         f"auc {row['auc']:.1f} ({row['wall_s']:.0f} s)")
     summ = summarize(pd.DataFrame(rows), [v.name for v in p.variants], n_boot=p.bootstrap, seed=run.seed)
     run.save_table(summ, "summary")
-    run.save_text(summ.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else summ.to_string(), "summary.md")
+    run.save_text(markdown_table(summ, ".3g"), "summary.md")
     for task in summ.task.unique():
         fig, ax = plt.subplots(figsize=(5, 3.5))
         steps = next(t.steps for t in p.tasks if f"{t.algo}:{t.env}" == task)
@@ -169,14 +169,6 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
         ax.legend()
         run.save_figure(fig, "curve_" + task.replace(":", "_"))
     run.log(summ.to_string())
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class BenchParams(BaseModel):
