@@ -9,8 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from ..losses import VALUE_LOSS_KINDS
+from .envs import evaluate_policy
 
-__all__ = ["TrainingResult", "ReturnNormalizer", "split_value_heads", "check_value_loss", "check_finite_td"]
+__all__ = ["TrainingResult", "ReturnNormalizer", "split_value_heads", "check_value_loss", "check_finite_td",
+           "check_total_steps", "AgentEvaluation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +90,20 @@ def check_finite_td(td: torch.Tensor, step: int) -> None:
     """Stop with the environment step when TD errors are not finite."""
     if not torch.isfinite(td).all():
         raise FloatingPointError(f"non-finite TD errors at environment step {step}: training diverged")
+
+
+def check_total_steps(total_steps: int) -> None:
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+
+
+class AgentEvaluation:
+    """``evaluate`` for agents with ``act(obs, deterministic=...)``, ``env_name`` and ``seed``."""
+
+    env_name: str
+    seed: int
+
+    def evaluate(self, n_episodes: int = 10, *, seed: int | None = None, deterministic: bool = True) -> np.ndarray:
+        """Returns of ``n_episodes`` evaluation episodes (a fresh environment, seeded from ``seed``)."""
+        return evaluate_policy(lambda o: self.act(o, deterministic=deterministic), self.env_name,
+                               n_episodes=n_episodes, seed=self.seed + 1 if seed is None else seed)

@@ -18,8 +18,11 @@ from torch import nn
 from genstat.mc import block_generator
 
 from ..losses import value_loss
-from .common import ReturnNormalizer, TrainingResult, check_finite_td, check_value_loss, split_value_heads
-from .envs import evaluate_policy, make_vector_env
+from .common import (
+    AgentEvaluation, ReturnNormalizer, TrainingResult, check_finite_td,
+    check_total_steps, check_value_loss, split_value_heads,
+)
+from .envs import make_vector_env
 from .nets import EnsembleMLP, mlp
 
 __all__ = ["PPOConfig", "PPO"]
@@ -49,7 +52,7 @@ class PPOConfig:
     anneal_lr: bool = True
 
 
-class PPO(nn.Module):
+class PPO(AgentEvaluation, nn.Module):
     """PPO agent for a (vectorised) gymnasium environment, seeded end to end.
 
     Parameters
@@ -132,8 +135,7 @@ class PPO(nn.Module):
     def learn(self, total_steps: int, *, callback: Callable[[dict], None] | None = None) -> TrainingResult:
         """Train for ``total_steps`` environment steps (rounded up to whole rollouts)."""
         c = self.config
-        if not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        check_total_steps(total_steps)
         batch = c.n_envs * c.n_steps
         n_updates = math.ceil(total_steps / batch)
         mb = batch // c.n_minibatches
@@ -230,8 +232,3 @@ class PPO(nn.Module):
             if callback is not None:
                 callback(row)
         return replace(rec, wall_time=time.perf_counter() - t0)
-
-    def evaluate(self, n_episodes: int = 10, *, seed: int | None = None, deterministic: bool = True) -> np.ndarray:
-        """Returns of ``n_episodes`` evaluation episodes (a fresh environment, seeded from ``seed``)."""
-        return evaluate_policy(lambda o: self.act(o, deterministic=deterministic), self.env_name,
-                               n_episodes=n_episodes, seed=self.seed + 1 if seed is None else seed)

@@ -21,8 +21,11 @@ from torch import nn
 from genstat.mc import block_generator
 
 from ..losses import value_loss
-from .common import TrainingResult, check_finite_td, check_value_loss, split_value_heads
-from .envs import evaluate_policy, make_vector_env
+from .common import (
+    AgentEvaluation, TrainingResult, check_finite_td, check_total_steps,
+    check_value_loss, split_value_heads,
+)
+from .envs import make_vector_env
 from .nets import EnsembleMLP, mlp
 
 __all__ = ["SACConfig", "SAC"]
@@ -51,7 +54,7 @@ class SACConfig:
     reward_scale: float = 1.0  # rewards are multiplied by this before learning (returns are reported unscaled)
 
 
-class SAC(nn.Module):
+class SAC(AgentEvaluation, nn.Module):
     """Soft actor-critic for ``Box``-action gymnasium environments, seeded end to end.
 
     Parameters
@@ -174,8 +177,7 @@ class SAC(nn.Module):
     def learn(self, total_steps: int, *, callback: Callable[[dict], None] | None = None) -> TrainingResult:
         """Train for ``total_steps`` environment steps (one gradient update per step after warm-up)."""
         c = self.config
-        if not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        check_total_steps(total_steps)
         rec = TrainingResult()
         t0 = time.perf_counter()
         keys = ("value_loss", "policy_loss", "td_abs", "ensemble_std", "beta_mean", "n")
@@ -218,8 +220,3 @@ class SAC(nn.Module):
                 stats = dict.fromkeys(keys, 0.0)
                 finished = []
         return replace(rec, wall_time=time.perf_counter() - t0)
-
-    def evaluate(self, n_episodes: int = 10, *, seed: int | None = None, deterministic: bool = True) -> np.ndarray:
-        """Returns of ``n_episodes`` evaluation episodes (a fresh environment, seeded from ``seed``)."""
-        return evaluate_policy(lambda o: self.act(o, deterministic=deterministic), self.env_name,
-                               n_episodes=n_episodes, seed=self.seed + 1 if seed is None else seed)
