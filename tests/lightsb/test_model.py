@@ -216,6 +216,18 @@ def test_bad_inputs():
         m.set_parameters(S=-torch.eye(2).unsqueeze(0))
 
 
+def test_sampling_needs_a_generator():
+    m = LightSB(2, 1, 1.0)
+    x = torch.zeros(3, 2)
+    with pytest.raises(TypeError, match="generator"):
+        m.sample(x, generator=None)
+    with pytest.raises(TypeError, match="generator"):
+        m.conditional(x).sample(2, generator=None)
+    for method in ("bridge", "em"):
+        with pytest.raises(TypeError, match="generator"):
+            m.sample_trajectory(x, 2, method=method)
+
+
 def test_init_from_methods():
     y = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
     m = LightSB(3, 4, 0.5, dtype=torch.float64)
