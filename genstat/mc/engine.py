@@ -169,7 +169,7 @@ def estimate(
     def block_len(b: int) -> int:
         return min(block_size, n_samples - b * block_size)
 
-    def run_group(group: list[int]) -> tuple[torch.Tensor, bool]:
+    def run_group(group: list[int]) -> tuple[torch.Tensor, int]:
         nonlocal k_out, scalar_out
         xs = []
         for b in group:
@@ -222,7 +222,8 @@ def estimate(
         if not bool(torch.isfinite(mom.mean).all()):
             _raise_non_finite(y, group, lens, seed, block_size)
         rows = mom.flatten_blocks()
-        return rows, True
+        # bytes per sample (input + float64 output), for sizing batches from a memory budget
+        return rows, x[0].numel() * x.element_size() + 8 * k_out
 
     for cp in checkpoints:
         mine = [b for b in range(done, cp) if b % size == rank]
@@ -234,7 +235,7 @@ def estimate(
             else:
                 group = mine[i : i + blocks_per_batch]
             try:
-                rows, _ = run_group(group)
+                rows, sample_bytes = run_group(group)
             except torch.cuda.OutOfMemoryError:
                 if len(group) == 1:
                     raise
@@ -243,7 +244,7 @@ def estimate(
                     torch.cuda.empty_cache()
                 continue
             if blocks_per_batch is None:
-                blocks_per_batch = _auto_blocks(dev, block_size, k_out, budget, draw, seed)
+                blocks_per_batch = _auto_blocks(dev, block_size, sample_bytes, budget)
             rows_here.append(rows)
             i += len(group)
             bar.update(sum(block_len(b) for b in group))
@@ -339,10 +340,8 @@ def _summarise(stats: RunningMoments, mode: str, k: int):
     return stats.mean, torch.sqrt(torch.diagonal(cov).clamp_min(0)), cov, stats.ess
 
 
-def _auto_blocks(dev: torch.device, block_size: int, k: int, budget: int | None, draw, seed: int) -> int:
-    """Blocks per batch from a memory budget and the size of one block's samples."""
-    x = draw(min(block_size, 64), block_generator(seed, 0, dev), dev)
-    per_sample = x[0].numel() * x.element_size() + 8 * (k or 1)
+def _auto_blocks(dev: torch.device, block_size: int, sample_bytes: int, budget: int | None) -> int:
+    """Blocks per batch from a memory budget and the bytes one sample took in the first batch."""
     if budget is None:
         if dev.type == "cuda":
             free, _ = torch.cuda.mem_get_info(dev)
@@ -350,4 +349,4 @@ def _auto_blocks(dev: torch.device, block_size: int, k: int, budget: int | None,
         else:
             budget = _CPU_MEMORY_BUDGET
     # intermediates of fn are typically a few times the input size
-    return int(max(1, min(1024, budget // (8 * per_sample * block_size))))
+    return int(max(1, min(1024, budget // (8 * sample_bytes * block_size))))

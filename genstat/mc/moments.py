@@ -126,11 +126,10 @@ class RunningMoments:
         """Stack unbatched or batched statistics along a leading block dimension (in order)."""
         if not parts:
             raise ValueError("parts must be a non-empty list")
-        fields = {}
-        for name in cls.__slots__:
-            vals = [getattr(p, name) for p in parts]
-            vals = [v if v.ndim == getattr(parts[0], name).ndim and _is_batched(p) else v.unsqueeze(0) for v, p in zip(vals, parts)]
-            fields[name] = torch.cat(vals, 0)
+        fields = {
+            name: torch.cat([getattr(p, name) if _is_batched(p) else getattr(p, name).unsqueeze(0) for p in parts], 0)
+            for name in cls.__slots__
+        }
         return cls(**fields)
 
     def reduce(self) -> "RunningMoments":
@@ -207,14 +206,12 @@ class RunningMoments:
         return RunningMoments(**{k: getattr(self, k).to(device) for k in self.__slots__})
 
     def flatten(self) -> torch.Tensor:
-        """Pack into one float64 vector (used for distributed reduction)."""
-        return torch.cat([getattr(self, k).to(torch.float64).reshape(-1) for k in self.__slots__])
+        """Pack unbatched statistics into one float64 vector (see :meth:`flatten_blocks`)."""
+        return self.flatten_blocks()[0]
 
     def flatten_blocks(self) -> torch.Tensor:
         """Pack statistics with a leading block dimension into a (B, width) float64 tensor."""
-        if not _is_batched(self):
-            return self.flatten()[None]
-        b = self.count.shape[0]
+        b = self.count.shape[0] if _is_batched(self) else 1
         return torch.cat([getattr(self, k).to(torch.float64).reshape(b, -1) for k in self.__slots__], 1)
 
     @classmethod
@@ -230,12 +227,8 @@ class RunningMoments:
 
     @classmethod
     def unflatten(cls, v: torch.Tensor, k: int) -> "RunningMoments":
-        sizes = [1, 1, 1, 1, k, k * k, k * k, k]
-        parts = torch.split(v, sizes)
-        shapes = [(), (), (), (), (k,), (k, k), (k, k), (k,)]
-        vals = [p.reshape(s) for p, s in zip(parts, shapes)]
-        vals[0] = vals[0].round().to(torch.int64)
-        return cls(*vals)
+        """Inverse of :meth:`flatten`."""
+        return cls.unflatten_blocks(v[None], k).reduce()
 
 
 def _is_batched(m: RunningMoments) -> bool:
