@@ -213,6 +213,15 @@ class Interpolant:
         tt = _as_time(t, x1, x1.shape[0])
         return x0, tt
 
+    def _interpolate(self, x0, x1, t, z):
+        """Checked ``(x0, t[:, None], x_t)`` (x0 filled in for the mirror path)."""
+        x0, tt = self._check(x0, x1, t, z)
+        tc = tt[:, None]
+        xt = self.alpha(tc) * x0 + self.beta(tc) * x1
+        if self.has_noise:
+            xt = xt + self.gamma(tc) * z
+        return x0, tc, xt
+
     def interpolate(self, x0: torch.Tensor | None, x1: torch.Tensor, t, z: torch.Tensor | None = None
                     ) -> torch.Tensor:
         """``x_t = alpha(t) x0 + beta(t) x1 + gamma(t) z``.
@@ -236,12 +245,7 @@ class Interpolant:
         >>> Interpolant("trig", "none").interpolate(torch.ones(1, 1), torch.zeros(1, 1), 1.0)
         tensor([[-4.3711e-08]])
         """
-        x0, t = self._check(x0, x1, t, z)
-        tc = t[:, None]
-        xt = self.alpha(tc) * x0 + self.beta(tc) * x1
-        if self.has_noise:
-            xt = xt + self.gamma(tc) * z
-        return xt
+        return self._interpolate(x0, x1, t, z)[2]
 
     def sample_pair_target(self, x0: torch.Tensor | None, x1: torch.Tensor, t, z: torch.Tensor | None = None,
                            field: str = "b") -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,11 +275,7 @@ class Interpolant:
         """
         if field not in FIELDS:
             raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
-        x0, tt = self._check(x0, x1, t, z)
-        tc = tt[:, None]
-        xt = self.alpha(tc) * x0 + self.beta(tc) * x1
-        if self.has_noise:
-            xt = xt + self.gamma(tc) * z
+        x0, tc, xt = self._interpolate(x0, x1, t, z)
         if field == "b":
             target = self.dalpha(tc) * x0 + self.dbeta(tc) * x1
             if self.has_noise:
