@@ -126,7 +126,13 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, *, y_ref: torch.Tensor | None
 
 def _bootstrap(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor, sign: float, n_bootstrap: int,
                level: float, seed: int, u_stat: float) -> DistanceResult:
-    """Basic bootstrap of ``sign * (2 kxy - kxx - kyy)``-type V-statistics with multinomial weights."""
+    """Basic bootstrap of ``sign * (2 kxy - kxx - kyy)``-type V-statistics with multinomial weights.
+
+    With ``n_bootstrap == 0`` only ``u_stat`` is reported (NaN stderr and interval).
+    """
+    if n_bootstrap == 0:
+        nan = float("nan")
+        return DistanceResult(u_stat, nan, nan, nan, level, 0)
     from ..mc import replicate
 
     n, m = kxx.shape[0], kyy.shape[0]
@@ -194,9 +200,6 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, n_bootstrap: int = 0, l
     x, y = _pair(x, y)
     dxx, dyy, dxy = torch.cdist(x, x), torch.cdist(y, y), torch.cdist(x, y)
     u = 2 * float(dxy.mean()) - _u_mean(dxx) - _u_mean(dyy)
-    if n_bootstrap == 0:
-        nan = float("nan")
-        return DistanceResult(u, nan, nan, nan, level, 0)
     return _bootstrap(dxx, dyy, dxy, 1.0, n_bootstrap, level, seed, u)
 
 
@@ -242,7 +245,4 @@ def mmd(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, n_b
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     u = _u_mean(kxx) + _u_mean(kyy) - 2 * float(kxy.mean())
-    if n_bootstrap == 0:
-        nan = float("nan")
-        return DistanceResult(u, nan, nan, nan, level, 0)
     return _bootstrap(kxx, kyy, kxy, -1.0, n_bootstrap, level, seed, u)
