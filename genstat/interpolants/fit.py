@@ -218,24 +218,24 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 if not (isinstance(pair, tuple) and len(pair) == 2):
                     raise TypeError("with coupling='paired' the source sampler must return (x0, x1)")
                 x0, x1 = pair
-        elif pool is not None and step % coupling_every != 0:
-            idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
-            x0, x1 = pool[0][idx], pool[1][idx]
         else:
-            x1 = _draw(target, batch_size, generator, dev, dtype, "target")
-            if interpolant.mirror:
-                x0 = x1
-            elif source is None:
-                x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
-            else:
-                x0 = _draw(source, batch_size, generator, dev, dtype, "source")
-            if step == 0 and x0.shape != x1.shape:
-                raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs {tuple(x1.shape)}")
-            x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
-            if coupling_every > 1:
-                keep = (coupling_every - 1) * batch_size
-                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
-                                                      torch.cat([pool[1][-keep:], x1]))
+            if pool is None or step % coupling_every == 0:
+                x1 = _draw(target, batch_size, generator, dev, dtype, "target")
+                if interpolant.mirror:
+                    x0 = x1
+                elif source is None:
+                    x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
+                else:
+                    x0 = _draw(source, batch_size, generator, dev, dtype, "source")
+                if step == 0 and x0.shape != x1.shape:
+                    raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs "
+                                     f"{tuple(x1.shape)}")
+                x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
+                if coupling_every > 1:
+                    keep = (coupling_every - 1) * batch_size
+                    pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
+                                                          torch.cat([pool[1][-keep:], x1]))
+            if pool is not None:  # amortised coupling: train on pairs drawn from the pool
                 idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
                 x0, x1 = pool[0][idx], pool[1][idx]
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)
