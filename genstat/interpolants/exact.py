@@ -23,6 +23,12 @@ from .paths import Interpolant, _as_time
 __all__ = ["ExactFields", "exact_fields"]
 
 
+def _params(gm: GaussianMixture, dtype: torch.dtype, device: torch.device):
+    """``(weights, means, covariances)`` of ``gm`` in ``dtype`` on ``device`` (weights renormalised there)."""
+    w = gm.weights.to(dtype=dtype, device=device)
+    return w / w.sum(), gm.means.to(dtype=dtype, device=device), gm.covariances.to(dtype=dtype, device=device)
+
+
 @dataclass(frozen=True, slots=True)
 class ExactFields:
     """Closed-form fields of an interpolant between two Gaussian mixtures.
@@ -39,27 +45,29 @@ class ExactFields:
         """Per-pair (weights (P,), m_t (n,P,d), C_t (n,P,d,d), Cdot (n,P,d,d), mdot (n,P,d),
         and the per-pair pieces used by the denoisers)."""
         I = self.interpolant
-        src, tgt = self.source.to(dtype=dtype, device=t.device), self.target.to(dtype=dtype, device=t.device)
-        d = tgt.dim
+        # the raw parameters only: GaussianMixture.to would re-validate and re-factorise on every call
+        src_w, src_m, src_c = _params(self.source, dtype, t.device)
+        tgt_w, tgt_m, tgt_c = _params(self.target, dtype, t.device)
+        d = self.target.dim
         eye = torch.eye(d, dtype=dtype, device=t.device)
         tc = t[:, None, None, None]
         a, b, g2 = I.alpha(tc), I.beta(tc), I.gamma(tc) ** 2
         da, db, ggd = I.dalpha(tc), I.dbeta(tc), I.gamma_dgamma(tc)
         if I.mirror:
             s, ds = a + b, da + db
-            w = tgt.weights
-            m1, C1 = tgt.means, tgt.covariances
+            w = tgt_w
+            m1, C1 = tgt_m, tgt_c
             mt = s[..., 0] * m1[None]
             Ct = s**2 * C1[None] + g2 * eye
             K = s * ds * C1[None] + ggd * eye
             mdot = ds[..., 0] * m1[None]
             return w, mt, Ct, K, mdot
-        k0, k1 = src.n_components, tgt.n_components
-        w = (src.weights[:, None] * tgt.weights[None, :]).reshape(-1)
-        m0 = src.means[:, None, :].expand(k0, k1, d).reshape(-1, d)[None]
-        m1 = tgt.means[None, :, :].expand(k0, k1, d).reshape(-1, d)[None]
-        C0 = src.covariances[:, None].expand(k0, k1, d, d).reshape(-1, d, d)[None]
-        C1 = tgt.covariances[None, :].expand(k0, k1, d, d).reshape(-1, d, d)[None]
+        k0, k1 = src_m.shape[0], tgt_m.shape[0]
+        w = (src_w[:, None] * tgt_w[None, :]).reshape(-1)
+        m0 = src_m[:, None, :].expand(k0, k1, d).reshape(-1, d)[None]
+        m1 = tgt_m[None, :, :].expand(k0, k1, d).reshape(-1, d)[None]
+        C0 = src_c[:, None].expand(k0, k1, d, d).reshape(-1, d, d)[None]
+        C1 = tgt_c[None, :].expand(k0, k1, d, d).reshape(-1, d, d)[None]
         mt = a[..., 0] * m0 + b[..., 0] * m1
         Ct = a**2 * C0 + b**2 * C1 + g2 * eye
         K = a * da * C0 + b * db * C1 + ggd * eye
