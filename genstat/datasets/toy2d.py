@@ -8,6 +8,7 @@ literature (torchcfm's ``sample_8gaussians`` / ``sample_moons``) so that W2 numb
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -192,7 +193,11 @@ def eight_gaussians(n: int, generator: torch.Generator, device=None, *, dtype: t
     >>> eight_gaussians(4, torch.Generator().manual_seed(0)).shape
     torch.Size([4, 2])
     """
-    return eight_gaussians_mixture(radius, variance, dtype).sample(n, generator)
+    return _cached_eight_gaussians_mixture(float(radius), float(variance), dtype).sample(n, generator)
+
+
+# the sampler is called once per training step: build (validate, factorise) each mixture once, not per call
+_cached_eight_gaussians_mixture = functools.lru_cache(maxsize=16)(eight_gaussians_mixture)
 
 
 MOONS_STYLES = ("torchdyn", "sklearn", "iid")
