@@ -110,3 +110,11 @@ def test_bad_inputs():
         toy.moons(-1, torch.Generator())
     with pytest.raises(TypeError, match="generator"):
         toy.moons(3, None)
+
+
+def test_eight_gaussians_sampler_draws_from_the_mixture_exactly():
+    for kw in ({}, {"radius": 2.0, "variance": 0.5, "dtype": torch.float64}):
+        for _ in range(2):  # the second call uses the cached mixture
+            x = toy.eight_gaussians(50, torch.Generator().manual_seed(4), **kw)
+            y = eight_gaussians_mixture(**kw).sample(50, torch.Generator().manual_seed(4))
+            assert torch.equal(x, y)
