@@ -273,6 +273,10 @@ class Interpolant:
         tensor([[1.],
                 [1.]])
         """
+        return self._pair_target(x0, x1, t, z, field)[2:]
+
+    def _pair_target(self, x0, x1, t, z, field: str):
+        """Checked ``(x0, t[:, None], x_t, target)`` (x0 filled in for the mirror path)."""
         if field not in FIELDS:
             raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
         x0, tc, xt = self._interpolate(x0, x1, t, z)
@@ -291,4 +295,4 @@ class Interpolant:
             target = x1
         else:
             target = x0
-        return xt, target
+        return x0, tc, xt, target
