@@ -150,7 +150,8 @@ class GaussianMixture:
         """Draw ``n`` samples using only ``generator``; shape (n, d).
 
         The samples are produced on the generator's device (``device`` is accepted for the engine's
-        sampler signature and must agree with it when given).
+        sampler signature and not used: callers move the result, e.g. ``fit`` draws with a CPU
+        generator for a CUDA model).
         """
         gen, dev = _start(n, generator)
         comp = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=gen) if n else \
