@@ -95,12 +95,13 @@ class RunningMoments:
             if torch.isnan(lw).any() or torch.isposinf(lw).any():
                 raise ValueError("log_weights contain NaN or +inf")
             scale = lw.max(1).values
-            if torch.isneginf(scale).any():
-                raise ValueError("a block has all weights equal to zero (log_weights = -inf)")
-            w = torch.exp(lw - scale[:, None])
+            # a block whose weights are all zero (log_weights = -inf) is legitimate (a rare event
+            # missed by the proposal): it carries sw = 0 and log_scale = -inf and adds nothing
+            empty = torch.isneginf(scale)
+            w = torch.exp(lw - torch.where(empty, torch.zeros_like(scale), scale)[:, None])
             sw = w.sum(1)
             sw2 = (w * w).sum(1)
-            mean = (w[..., None] * xb).sum(1) / sw[:, None]
+            mean = (w[..., None] * xb).sum(1) / torch.where(empty, torch.ones_like(sw), sw)[:, None]
             xc = xb - mean[:, None, :]
             m2 = torch.einsum("bn,bni,bnj->bij", w, xc, xc)
             w2 = w * w
@@ -142,9 +143,10 @@ class RunningMoments:
             return self
         if self.count.shape[0] == 1:  # one block: nothing to combine
             return RunningMoments(**{k: getattr(self, k)[0] for k in self.__slots__})
-        nonempty = self.count > 0
-        if not bool(nonempty.any()):
-            return RunningMoments.empty(self.mean.shape[-1], self.mean.device)
+        nonempty = (self.count > 0) & (self.sw > 0)
+        if not bool(nonempty.any()):  # no points, or every weight zero: nothing to average
+            out = RunningMoments.empty(self.mean.shape[-1], self.mean.device)
+            return RunningMoments(self.count.sum(), *(getattr(out, k) for k in self.__slots__[1:]))
         ls = torch.where(nonempty, self.log_scale, torch.full_like(self.log_scale, float("-inf")))
         scale = ls.max()
         s = torch.where(nonempty, torch.exp(ls - scale), torch.zeros_like(ls))

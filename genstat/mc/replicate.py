@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from .distributed import gather_blocks, world
+from .engine import _check_int
 from .rng import as_device, block_generator
 
 __all__ = ["replicate"]
@@ -58,11 +59,8 @@ def replicate(
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    for name, v in (("n_reps", n_reps), ("block_size", block_size)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+    n_reps = _check_int("n_reps", n_reps, 1)
+    block_size = _check_int("block_size", block_size, 1)
     dev = as_device(device)
     n_blocks = math.ceil(n_reps / block_size)
     rank, size = world()
@@ -80,20 +78,21 @@ def replicate(
         owned.append(b)
     if size == 1:
         return torch.cat(outs, 0)
-    # distributed: pad every block to block_size rows, gather flat rows in block order
-    width = math.prod(shape_tail) * block_size if shape_tail is not None else 0
     import torch.distributed as dist
 
-    meta = torch.tensor([float(width)], dtype=torch.float64)
-    dist.all_reduce(meta, op=dist.ReduceOp.MAX)
-    width = int(meta.item())
-    rows = torch.zeros((len(outs), width), dtype=torch.float64, device=dev)
+    # a rank may own no block (fewer blocks than workers): rank 0 always owns block 0 and tells
+    # the others the shape and dtype of one replication
+    meta = [shape_tail, dtype]
+    dist.broadcast_object_list(meta, src=0)
+    shape_tail, dtype = meta
+    per = math.prod(shape_tail)
+    rows = torch.zeros((len(outs), per * block_size), dtype=torch.float64, device=dev)
     for i, y in enumerate(outs):
+        if tuple(y.shape[1:]) != shape_tail:
+            raise ValueError(f"fn returned shape {tuple(y.shape)} in block {owned[i]}, inconsistent with "
+                             f"block 0 (n, {', '.join(map(str, shape_tail))})")
         flat = y.reshape(-1).to(torch.float64)
         rows[i, : flat.numel()] = flat
     full = gather_blocks(rows, torch.tensor(owned, dtype=torch.long, device=dev), n_blocks)
-    if shape_tail is None:  # this rank had no block: learn the shape from block 0's width
-        raise RuntimeError("replicate needs at least as many blocks as workers")
-    per = math.prod(shape_tail)
     full = full.reshape(n_blocks * block_size, per)[:n_reps]
     return full.reshape((n_reps,) + shape_tail).to(dtype)

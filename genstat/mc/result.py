@@ -44,6 +44,13 @@ class MCResult:
         Number of RNG blocks drawn.
     converged : bool or None
         With ``target_rse``: whether every relative standard error reached the target.
+    names : tuple of str or None
+        Component names (rows of :meth:`to_frame`).
+    n_pilot : int
+        With ``target_rse``: samples of the pilot stage that sized the run (not in the estimate).
+    pareto_k : float or None
+        Importance sampling: Pareto k-hat of the weights' right tail (Vehtari et al. 2024); above
+        :attr:`khat_threshold` the estimate and its stderr are unreliable. None when unweighted.
     """
 
     estimate: torch.Tensor
@@ -56,6 +63,15 @@ class MCResult:
     n_blocks: int = 0
     converged: bool | None = None
     names: tuple[str, ...] | None = field(default=None)
+    n_pilot: int = 0
+    pareto_k: float | None = None
+
+    @property
+    def khat_threshold(self) -> float:
+        """Reliability threshold ``min(1 - 1/log10(n), 0.7)`` for :attr:`pareto_k`."""
+        from .diagnostics import khat_threshold
+
+        return khat_threshold(self.n_samples)
 
     @property
     def rse(self) -> torch.Tensor:
@@ -73,6 +89,7 @@ class MCResult:
         k = est.numel()
         names = list(self.names) if self.names is not None else list(range(k))
         ess = self.ess.reshape(-1).expand(k).tolist() if self.ess is not None else [None] * k
+        khat = [self.pareto_k] * k
         return pd.DataFrame(
             {
                 "component": names,
@@ -83,6 +100,7 @@ class MCResult:
                 "level": [self.level if level is None else level] * k,
                 "n_samples": [self.n_samples] * k,
                 "ess": ess,
+                "pareto_k": khat,
                 "wall_time": [self.wall_time] * k,
             }
         )

@@ -36,3 +36,18 @@ def test_torchrun_two_workers_equal_single_process(tmp_path):
     reps = replicate(lambda n, g, d: torch.randn(n, 2, generator=g, device=d, dtype=torch.float64), 9,
                      block_size=2, seed=3)
     assert torch.equal(got["reps"], reps)
+    # scalar fn with an idle rank: shape () and the one-process numbers, bitwise
+    one = estimate(lambda x: x[:, 0] ** 2, sampler, 1000, seed=5)
+    assert got["scalar_one"][0].shape == () and torch.equal(got["scalar_one"][0], one.estimate)
+    assert torch.equal(got["scalar_one"][1], one.stderr)
+    seq1 = estimate(lambda x: x, lambda n, g, d: torch.exp(2 * torch.randn(n, generator=g, device=d,
+                    dtype=torch.float64)), 10**6, seed=5, target_rse=0.05, block_size=64)
+    est, se, n, n_pilot = got["scalar_seq"]
+    assert est.shape == () and torch.equal(est, seq1.estimate) and torch.equal(se, seq1.stderr)
+    assert (n, n_pilot) == (seq1.n_samples, seq1.n_pilot)
+    assert torch.equal(got["one_rep"], replicate(lambda n, g, d: torch.randn(n, 4, generator=g, device=d), 1, seed=2))
+    isr = estimate(lambda x: x[:, 0], sampler, 30_000, seed=4, block_size=1000,
+                   log_weight=lambda x: 1.5 * x[:, 0] - 1.125)
+    assert torch.equal(got["is"][0], isr.estimate) and torch.equal(got["is"][1], isr.stderr)
+    assert torch.equal(got["is"][2], isr.ess) and got["is"][3] == isr.pareto_k
+    assert got["failed"].startswith("RuntimeError: estimate failed on another rank"), got["failed"]
