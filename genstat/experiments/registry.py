@@ -20,17 +20,21 @@ KIND_MODULES = ("mc", "interpolants", "lightsb", "gauge", "importance", "cumulan
 
 @dataclass(frozen=True)
 class Kind:
+    """A registered experiment kind; ``shards`` says whether its heavy work goes through
+    :func:`genstat.mc.estimate` / :func:`genstat.mc.replicate` and so is split over torchrun ranks."""
+
     name: str
     params: type[BaseModel]
     fn: Callable
     help: str
+    shards: bool = False
 
 
 _KINDS: dict[str, Kind] = {}
 _loaded = False
 
 
-def experiment(name: str, params: type[BaseModel], help: str) -> Callable:
+def experiment(name: str, params: type[BaseModel], help: str, *, shards: bool = False) -> Callable:
     """Decorator registering ``fn(params, run)`` as experiment kind ``name``.
 
     Parameters
@@ -41,14 +45,22 @@ def experiment(name: str, params: type[BaseModel], help: str) -> Callable:
         Schema of the ``params`` block (use ``model_config = ConfigDict(extra="forbid")``).
     help : str
         One line shown by ``genstat list``.
+    shards : bool
+        True when the kind's heavy work goes through the engine (``estimate``/``replicate``), which
+        splits it over the ranks of a torchrun job: the kind then runs on every rank, each rank
+        calling the engine in the same order, and only rank 0 writes. False (a training loop, a
+        single-process benchmark): under torchrun it runs on rank 0 only, with the engine as one
+        process, while the other ranks wait.
     """
     if not (isinstance(params, type) and issubclass(params, BaseModel)):
         raise TypeError(f"params must be a pydantic BaseModel subclass, got {params!r}")
+    if not isinstance(shards, bool):
+        raise TypeError(f"shards must be a bool, got {shards!r}")
 
     def deco(fn: Callable) -> Callable:
         if name in _KINDS and _KINDS[name].fn is not fn:
             raise ValueError(f"experiment kind {name!r} registered twice")
-        _KINDS[name] = Kind(name, params, fn, help)
+        _KINDS[name] = Kind(name, params, fn, help, shards)
         return fn
 
     return deco
