@@ -117,7 +117,7 @@ def _pivot(df: pd.DataFrame, index: list[str], col: str) -> pd.DataFrame:
     return t
 
 
-@experiment("cumulants.identification", IdentificationParams,
+@experiment("cumulants.identification", IdentificationParams, shards=True,
             help="OFDM identification: P_d vs SNR, false alarm vs SNR/N, H0 size, impairments, baselines")
 def run_identification(p: IdentificationParams, run: Run) -> None:
     sc = {m: SignalConfig("single_carrier", m, pulse="rrc") for m in p.modulations}

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
 from genstat.mc import estimate
+from genstat.mc.distributed import no_sharding
 
 from .registry import experiment
 from .runner import Run
 
-__all__ = ["QuickstartParams", "run_quickstart"]
+__all__ = ["QuickstartParams", "run_quickstart", "estimate_table", "familywise_consistent", "holm"]
 
 
 class QuickstartParams(BaseModel):
@@ -77,13 +78,10 @@ def _fn(x: torch.Tensor) -> torch.Tensor:
                         torch.exp(0.5 * x[:, 0]), x[:, 0] * x[:, 1]], 1)
 
 
-@experiment("quickstart", QuickstartParams,
-            help="tour: expectations of a Gaussian mixture by MC and IS on the engine, vs exact values")
-def run_quickstart(p: QuickstartParams, run: Run) -> None:
+def _problem(p: QuickstartParams, device: torch.device):
+    """The integrand, and plain-MC and IS samplers (with IS log-weights) on ``device``."""
     w, m, s = _mixture(p)
-    truth = exact_values(p)
-    dev = run.device
-    wd, md, sd = w.to(dev), m.to(dev), s.to(dev)
+    wd, md, sd = w.to(device), m.to(device), s.to(device)
 
     def mixture_sampler(n, g, d):
         comp = torch.multinomial(wd, n, replacement=True, generator=g)
@@ -101,29 +99,86 @@ def run_quickstart(p: QuickstartParams, run: Run) -> None:
     def log_w(x):
         return log_p(x) - (-(x * x).sum(1) / (2 * q * q) - 2 * math.log(q) - math.log(2 * math.pi))
 
-    methods = {
-        "mc": dict(sampler=mixture_sampler),
-        "is": dict(sampler=proposal, log_weight=log_w),
-    }
-    z = stats.norm.ppf(0.5 + p.level / 2)
-    for name, kw in methods.items():
-        r = estimate(_fn, kw["sampler"], p.n_samples, seed=run.seed, device=dev, log_weight=kw.get("log_weight"),
+    return {"mc": dict(sampler=mixture_sampler), "is": dict(sampler=proposal, log_weight=log_w)}
+
+
+def holm(pvalues: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (valid under any dependence between the tests).
+
+    Reference: S. Holm, "A simple sequentially rejective multiple test procedure", Scand. J.
+    Statist. 6 (1979): with p sorted ascending, adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def estimate_table(p: QuickstartParams, seed: int, device: torch.device | str = "cpu",
+                   n_samples: int | None = None) -> pd.DataFrame:
+    """The 12-row table (plain MC and IS x six expectations) against the exact values.
+
+    Columns: the engine's ``to_frame()`` (without ``wall_time``, so that the table is bitwise
+    reproducible), ``truth``, ``error``, ``z``, ``covered`` (the row's CI contains the truth),
+    ``pvalue`` (two-sided normal, from ``z``) and ``p_holm`` (Holm-adjusted over the 12 rows).
+    """
+    device = torch.device(device)
+    truth = exact_values(p)
+    n = p.n_samples if n_samples is None else n_samples
+    frames = []
+    for name, kw in _problem(p, device).items():
+        r = estimate(_fn, kw["sampler"], n, seed=seed, device=device, log_weight=kw.get("log_weight"),
                      level=p.level, names=list(NAMES))
-        df = r.to_frame()
+        df = r.to_frame().drop(columns="wall_time")
         df.insert(0, "method", name)
         df["truth"] = truth
         df["error"] = df["estimate"] - df["truth"]
         df["z"] = df["error"] / df["stderr"]
         df["covered"] = (df["ci_low"] <= df["truth"]) & (df["truth"] <= df["ci_high"])
-        run.add_results(df)
-        ess = "" if r.ess is None else f", ESS {float(r.ess):,.0f}"
-        run.log(f"\n{name.upper()}: {r.n_samples:,} samples in {r.wall_time:.2f} s{ess}")
-        for _, row in df.iterrows():
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    df["pvalue"] = 2 * stats.norm.sf(df["z"].abs())
+    df["p_holm"] = holm(df["pvalue"].to_numpy())
+    return df
+
+
+def familywise_consistent(df: pd.DataFrame, level: float) -> bool:
+    """Whether no row of ``estimate_table`` rejects "estimate consistent with truth" at family-wise
+    error ``1 - level`` (Holm): a correct engine passes with probability at least ``level``."""
+    return bool((df["p_holm"] >= 1 - level).all())
+
+
+@experiment("quickstart", QuickstartParams, shards=True,
+            help="tour: expectations of a Gaussian mixture by MC and IS on the engine, vs exact values")
+def run_quickstart(p: QuickstartParams, run: Run) -> None:
+    dev = run.device
+    z = stats.norm.ppf(0.5 + p.level / 2)
+    df = estimate_table(p, run.seed, dev)
+    run.add_results(df)
+    for name, rows in df.groupby("method", sort=False):
+        ess = "" if rows["ess"].isna().all() else f", ESS {float(rows['ess'].iloc[0]):,.0f}"
+        run.log(f"\n{name.upper()}: {int(rows['n_samples'].iloc[0]):,} samples{ess}")
+        for _, row in rows.iterrows():
             half = row["ci_high"] - row["estimate"]
             run.log(f"  {row['component']:<14s} {row['estimate']:+.5f} ± {half:.5f}   truth {row['truth']:+.5f}"
-                    f"   z {row['z']:+.2f}  {'ok' if row['covered'] else 'MISS'}")
+                    f"   z {row['z']:+.2f}  Holm p {row['p_holm']:.2f}")
+    fw = 1 - p.level
+    if familywise_consistent(df, p.level):
+        run.log(f"\nverdict: all {len(df)} estimates consistent with the exact values at {p.level:.0%} family-wise "
+                f"(smallest Holm-adjusted p {df['p_holm'].min():.3f} >= {fw:.2g}; "
+                f"{int((~df['covered']).sum())} per-row {p.level:.0%} CI(s) missed, as expected by chance)")
+    else:
+        bad = df[df["p_holm"] < fw]
+        run.log(f"\nverdict: NOT consistent at {p.level:.0%} family-wise: "
+                + ", ".join(f"{r.method}:{r.component} (Holm p {r.p_holm:.2g})" for r in bad.itertuples())
+                + f"; a correct engine shows this for at most {fw:.0%} of seeds")
 
     # convergence: |error| and CI half-width vs n (nested prefixes of the same block stream)
+    truth = exact_values(p)
+    methods = _problem(p, dev)
     ns = np.unique(np.logspace(3, math.log10(p.n_samples), p.convergence_points).astype(int))
     conv = []
     for n in ns:
@@ -135,15 +190,18 @@ def run_quickstart(p: QuickstartParams, run: Run) -> None:
                              "ci_half_width": z * float(r.stderr[j])})
     conv_df = pd.DataFrame(conv)
     run.save_table(conv_df, "convergence")
-    _plot(conv_df, run)
-    if p.tour:
-        _run_tour(p, run)
+    if run.is_main:
+        _plot(conv_df, run)
+        if p.tour:
+            # the checks train models (not sharded): rank 0 runs them alone, the engine as one process
+            with no_sharding():
+                _run_tour(p, run)
 
 
 def _run_tour(p: QuickstartParams, run: Run) -> None:
     from .tour import run_check
 
-    run.log("\nTour of the modules (one exact-answer check each):")
+    run.log(f"\nTour of the modules (one exact-answer check each, on {run.device} where the module allows):")
     rows = []
     for name in p.tour:
         row = run_check(name, run.seed, run.device)
@@ -151,8 +209,10 @@ def _run_tour(p: QuickstartParams, run: Run) -> None:
         run.save_table(pd.DataFrame(rows), "tour")
         run.metric(tour=name, value=row["value"], passed=row["passed"], seconds=row["seconds"])
         run.log(f"  [{'ok' if row['passed'] else 'FAIL'}] {row['module']:<12s} {row['check']}\n"
-                f"        value {row['value']:.5g}  reference {row['reference']:.5g}  ({row['detail']}, "
+                f"        value {row['value']:.5g}; rule: {row['rule']}  ({row['detail']}, {row['device']}, "
                 f"{row['seconds']:.1f} s)")
+        if not row["passed"]:
+            run.fail(f"tour {row['module']}: {row['rule']} not met (value {row['value']:.5g}; {row['detail']})")
 
 
 def _plot(df: pd.DataFrame, run: Run) -> None:
