@@ -211,7 +211,8 @@ def estimate(
     tree = eng.run(0, main_blocks, main_n, tail=tail)
     if bar is not None:
         bar.close()
-    est, se, cov, ess = eng.summarise(tree.total())
+    total = tree.total()
+    est, se, cov, ess = eng.summarise(total)
     converged = None
     if target_rse is not None:
         converged = bool(torch.all(se <= target_rse * est.abs()))
@@ -220,7 +221,7 @@ def estimate(
         top = eng.top_log_weights()
         khat = _khat_from_top(top, n_used)
         _warn_weights(ess, khat, n_used)
-    _warn_constant(tree.total(), eng, n_used)
+    _warn_constant(total, eng, n_used)
     est, se, cov = est.cpu(), se.cpu(), cov.cpu()
     if eng.scalar_out:
         est, se = est[0], se[0]
@@ -324,6 +325,7 @@ class _Engine:
         self.bar = None
         self._top: torch.Tensor | None = None
         self._tail = 0
+        self._last_group = 0
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -352,14 +354,14 @@ class _Engine:
         self._tail = tail
         self._n = n_samples
         if self.size == 1:
-            b = start
-            while b < n_blocks:
-                group = range(b, min(n_blocks, b + (self.blocks_per_batch or 1)))
-                rows = self._group_rows(list(group), stream)
-                if rows is None:  # out of memory: the batch was halved, try again
+            todo = list(range(start, n_blocks))
+            while todo:
+                out = self._group_rows(todo, stream)
+                if out is None:  # out of memory: the batch was halved, try again
                     continue
+                rows, used = out
                 tree.push(rows)
-                b = group[-1] + 1
+                todo = todo[used:]
             return tree
         seg = max(_FANOUT, self.size)
         for a in range(start, n_blocks, seg):
@@ -367,14 +369,13 @@ class _Engine:
             mine = list(range(a + (self.rank - a) % self.size, stop, self.size))
             local, err = [], None
             try:
-                i = 0
-                while i < len(mine):
-                    group = mine[i : i + (self.blocks_per_batch or 1)]
-                    rows = self._group_rows(group, stream)
-                    if rows is None:
+                todo = mine
+                while todo:
+                    out = self._group_rows(todo, stream)
+                    if out is None:
                         continue
-                    local.append(rows)
-                    i += len(group)
+                    local.append(out[0])
+                    todo = todo[out[1]:]
             except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
                 err = exc
             self._agree(err)
@@ -400,25 +401,29 @@ class _Engine:
         if self.k_out is None:
             self._set_k(k, scalar)
 
-    def _group_rows(self, group: list[int], stream: int) -> torch.Tensor | None:
-        """Rows of statistics of the blocks in ``group``; None after halving the batch on OOM."""
+    def _group_rows(self, todo: list[int], stream: int) -> tuple[torch.Tensor, int] | None:
+        """Rows of the next batch of blocks from ``todo`` and how many blocks it took; None after
+        halving the batch on CUDA out-of-memory."""
         try:
-            return self._compute(group, stream)
+            return self._compute(todo, stream)
         except torch.cuda.OutOfMemoryError:
-            if len(group) == 1:
+            if self._last_group <= 1:
                 raise
-            self.blocks_per_batch = max(1, len(group) // 2)
+            self.blocks_per_batch = max(1, self._last_group // 2)
             if self.dev.type == "cuda":
                 torch.cuda.empty_cache()
             return None
 
-    def _compute(self, group: list[int], stream: int) -> torch.Tensor:
+    def _compute(self, todo: list[int], stream: int) -> tuple[torch.Tensor, int]:
         bsz, n_total = self.block_size, self._n
-        lens = [min(bsz, n_total - b * bsz) for b in group]
+        group = todo[: self.blocks_per_batch or 1]
         seeds = block_seeds(self.seed, group, stream)
         xs = []
-        for b, m, s in zip(group, lens, seeds):
-            x = self.draw(m, seeded_generator(int(s), self.dev), self.dev)
+        i = 0
+        while i < len(group):
+            b = group[i]
+            m = min(bsz, n_total - b * bsz)
+            x = self.draw(m, seeded_generator(int(seeds[i]), self.dev), self.dev)
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"sampler must return a torch.Tensor, got {type(x).__name__}")
             if x.ndim == 0 or x.shape[0] != m:
@@ -427,6 +432,15 @@ class _Engine:
                     f"expected leading dimension {m}"
                 )
             xs.append(x)
+            i += 1
+            if self.blocks_per_batch is None:
+                # size batches from the first block's bytes per sample (x plus float64 outputs, ~ x)
+                per = x[0].numel() * x.element_size()
+                self.blocks_per_batch = _auto_blocks(self.dev, bsz, 2 * per + 8, self.budget)
+                group = todo[: self.blocks_per_batch]
+                seeds = block_seeds(self.seed, group, stream)
+        self._last_group = len(group)
+        lens = [min(bsz, n_total - b * bsz) for b in group]
         x = xs[0] if len(xs) == 1 else torch.cat(xs, 0)
         n = x.shape[0]
         y = self.fn(x)
@@ -457,11 +471,9 @@ class _Engine:
                 rows = self._sn_rows(y, lw, lens)
         if not bool(torch.isfinite(rows[:, 2:] if self.mode != "sn" else rows[:, 4:]).all()):
             _raise_non_finite(y, group, lens, self.seed, bsz)
-        if self.blocks_per_batch is None:
-            self.blocks_per_batch = _auto_blocks(self.dev, bsz, x[0].numel() * x.element_size() + 8 * k, self.budget)
         if self.bar is not None:
             self.bar.update(n)
-        return rows
+        return rows, len(group)
 
     def _log_weights(self, x: torch.Tensor, n: int, group: list[int]) -> torch.Tensor:
         lw = self.log_weight(x)
