@@ -1,5 +1,5 @@
-"""Command line: ``genstat run|validate|list``. Exit codes: 0 ok, 1 failed, 2 invalid config,
-130 interrupted."""
+"""Command line: ``genstat run|validate|list`` (and ``sweep|collect|compare|report``, in cli_study).
+Exit codes: 0 ok, 1 failed, 2 invalid config, 130 interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -30,11 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--print", dest="print_config", action="store_true",
                    help="print the resolved configuration (defaults filled in) as YAML")
     sub.add_parser("list", help="list the registered experiment kinds")
+    from genstat.cli_study import add_parsers
+
+    add_parsers(sub)  # sweep, collect, compare, report
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from genstat.cli_study import COMMANDS, dispatch
+
+    if args.command in COMMANDS:
+        return dispatch(args)
     from genstat.experiments import ConfigError, list_kinds, load_config, run_experiment
 
     from genstat.experiments.launch import env_rank
