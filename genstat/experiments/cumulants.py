@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from estimators.cumulants import (
     size_power,
 )
 
+from .bounds import MAX_LIST, MAX_REPEATS, MAX_SAMPLES, MAX_THREADS, MAX_WIDTH, Db
 from .registry import experiment
 from .runner import Run, markdown_table
 
@@ -43,25 +45,40 @@ TEST_SPECS = {
 }
 
 
+class Impairment(BaseModel):
+    """Options of :class:`~estimators.cumulants.SignalConfig` changed by one impairment scenario."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    freq_offset: float | None = Field(None, ge=-0.5, le=0.5, description="carrier offset, cycles per sample")
+    timing_offset: float | None = Field(None, ge=-1e3, le=1e3, description="samples")
+    multipath_taps: int | None = Field(None, ge=0, le=1000, description="Rayleigh taps (0: none)")
+    random_phase: bool | None = None
+
+
+#: samples per record
+MAX_RECORD = 2**24
+
+
 class IdentificationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    snr_db: list[float] = Field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
-    n_samples: int = Field(1024, ge=16)
-    sample_sizes: list[int] = Field(default_factory=lambda: [256, 1024, 4096, 8192])
-    n_trials: int = Field(500, ge=10)
-    block_size: int = Field(250, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    snr_db: list[Db] = Field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0], max_length=MAX_LIST)
+    n_samples: int = Field(1024, ge=16, le=MAX_RECORD)
+    sample_sizes: list[Annotated[int, Field(ge=16, le=MAX_RECORD)]] = Field(
+        default_factory=lambda: [256, 1024, 4096, 8192], max_length=MAX_LIST)
+    n_trials: int = Field(500, ge=10, le=MAX_REPEATS)
+    block_size: int = Field(250, ge=1, le=MAX_REPEATS)
     alpha: float = Field(0.05, gt=0, lt=1)
-    modulations: list[str] = Field(default_factory=lambda: ["bpsk", "qpsk", "16qam", "64qam"])
-    n_fft: int = Field(64, ge=2)
-    cp_length: int = Field(16, ge=1)
-    tests: list[str] = Field(default_factory=lambda: list(TEST_SPECS))
-    power_snr_db: float = 0.0
-    false_alarm_snr_db: float = 20.0
-    impairments: dict[str, dict] = Field(default_factory=lambda: {
-        "none": {}, "phase_only": {}, "freq_offset_1e-3": {"freq_offset": 1e-3},
-        "timing_offset_0.5": {"timing_offset": 0.5}, "rayleigh_4taps": {"multipath_taps": 4},
-    })
-    sections: list[str] = Field(default_factory=lambda: ["snr", "length", "h0", "impairments"])
+    modulations: list[str] = Field(default_factory=lambda: ["bpsk", "qpsk", "16qam", "64qam"], max_length=MAX_LIST)
+    n_fft: int = Field(64, ge=2, le=MAX_WIDTH)
+    cp_length: int = Field(16, ge=1, le=MAX_WIDTH)
+    tests: list[str] = Field(default_factory=lambda: list(TEST_SPECS), max_length=MAX_LIST)
+    power_snr_db: Db = 0.0
+    false_alarm_snr_db: Db = 20.0
+    impairments: dict[str, Impairment] = Field(default_factory=lambda: {
+        "none": Impairment(), "phase_only": Impairment(), "freq_offset_1e-3": Impairment(freq_offset=1e-3),
+        "timing_offset_0.5": Impairment(timing_offset=0.5), "rayleigh_4taps": Impairment(multipath_taps=4),
+    }, max_length=MAX_LIST)
+    sections: list[str] = Field(default_factory=lambda: ["snr", "length", "h0", "impairments"], max_length=MAX_LIST)
 
 
 def _curve(run: Run, p: IdentificationParams, section: str, label: str, cfg: SignalConfig, snrs, n: int,
@@ -150,8 +167,8 @@ def run_identification(p: IdentificationParams, run: Run) -> None:
                markdown_table(_pivot(df, ["test"], "n_samples"), ".3f"), ""]
     if "impairments" in p.sections:
         frames = []
-        for imp, kw in p.impairments.items():
-            kw = dict(kw)
+        for imp, spec in p.impairments.items():
+            kw = spec.model_dump(exclude_none=True)
             if imp == "none":
                 kw["random_phase"] = False
             for base, snr in [(ofdm, p.false_alarm_snr_db)] + [(c, p.power_snr_db) for c in sc.values()
@@ -166,14 +183,15 @@ def run_identification(p: IdentificationParams, run: Run) -> None:
 
 
 class BenchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n_records: int = Field(10_000, ge=1)
-    n_samples: int = Field(1024, ge=20)
-    repeats: int = Field(3, ge=1)
-    loop_records: int = Field(10_000, ge=1, description="records timed in the scipy loop (scaled to n_records)")
-    size_snr_db: float = 20.0
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    n_records: int = Field(10_000, ge=1, le=MAX_SAMPLES)
+    n_samples: int = Field(1024, ge=20, le=MAX_RECORD)
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
+    loop_records: int = Field(10_000, ge=1, le=MAX_SAMPLES,
+                              description="records timed in the scipy loop (scaled to n_records)")
+    size_snr_db: Db = 20.0
     alpha: float = Field(0.05, gt=0, lt=1)
-    threads: int = Field(0, ge=0, description="torch threads (0: leave as is)")
+    threads: int = Field(0, ge=0, le=MAX_THREADS, description="torch threads (0: leave as is)")
 
 
 def _best(fn, repeats: int) -> tuple[float, object]:

@@ -3,11 +3,12 @@ intrinsic-dimension table on manifolds."""
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .bounds import MAX_BATCH, MAX_DEPTH, MAX_LIST, MAX_LR, MAX_SAMPLES, MAX_SCALE, MAX_STEPS, MAX_WIDTH
 from .registry import experiment
 from .runner import Run, markdown_table
 
@@ -21,18 +22,27 @@ ID_ANCHORS = {
 
 
 class GaugeToyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sigma_diag: list[float] = [1.0, 4.0]
-    sigma_offdiag: float = 0.5
-    rotation: float = 1.0
-    decompose_steps: int = Field(1500, ge=1)
-    decompose_samples: int = Field(8000, ge=100)
-    hidden: int = 64
-    lr: float = 3e-3
-    chains: int = Field(8192, ge=16)
-    langevin_steps: int = Field(2000, ge=1)
-    step_size: float = Field(0.01, gt=0)
-    n_probes: int = Field(16, ge=2)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    sigma_diag: list[Annotated[float, Field(gt=0, le=MAX_SCALE)]] = Field([1.0, 4.0], min_length=2, max_length=2,
+                                                                         description="variances of the 2-D Gaussian")
+    sigma_offdiag: float = Field(0.5, ge=-MAX_SCALE, le=MAX_SCALE, description="covariance (must keep Sigma > 0)")
+    rotation: float = Field(1.0, ge=-MAX_SCALE, le=MAX_SCALE, description="strength of the non-conservative part")
+    decompose_steps: int = Field(1500, ge=1, le=MAX_STEPS)
+    decompose_samples: int = Field(8000, ge=100, le=MAX_BATCH)
+    hidden: int = Field(64, ge=1, le=MAX_WIDTH)
+    lr: float = Field(3e-3, gt=0, le=MAX_LR)
+    chains: int = Field(8192, ge=16, le=MAX_BATCH)
+    langevin_steps: int = Field(2000, ge=1, le=MAX_STEPS)
+    step_size: float = Field(0.01, gt=0, le=MAX_SCALE)
+    n_probes: int = Field(16, ge=2, le=MAX_WIDTH)
+
+    @model_validator(mode="after")
+    def _positive_definite(self):
+        d0, d1 = self.sigma_diag
+        if self.sigma_offdiag**2 >= d0 * d1:
+            raise ValueError(f"Sigma must be positive definite: sigma_offdiag^2 < sigma_diag[0] * sigma_diag[1], "
+                             f"got {self.sigma_offdiag}^2 >= {d0} * {d1}")
+        return self
 
 
 @experiment("gauge.toy", GaugeToyParams,
@@ -109,23 +119,25 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
 
 
 class IDManifoldsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    manifolds: list[Literal["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50"]] = list(ID_ANCHORS)
-    n_data: int = Field(2000, ge=100)
-    data_noise: dict[str, float] = {"linear5_R20": 0.01}
-    models: list[Literal["exact", "energy", "free"]] = ["exact", "energy", "free"]
-    steps: int = Field(4000, ge=1)
-    hidden: int = 128
-    depth: int = 3
-    lr: float = 1e-3
-    batch_size: int = 256
-    sigma_min: float = Field(0.01, gt=0)
-    sigma_max: float = Field(1.0, gt=0)
-    svd_sigma: float = Field(0.1, gt=0)
-    flipd_sigma: float = Field(0.1, gt=0)
-    n_points: int = Field(20, ge=1)
-    flow_points: int = Field(8, ge=1)
-    flow_steps: int = Field(32, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    manifolds: list[Literal["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50"]] = Field(
+        list(ID_ANCHORS), max_length=MAX_LIST)
+    n_data: int = Field(2000, ge=100, le=MAX_BATCH)
+    data_noise: dict[str, Annotated[float, Field(ge=0, le=MAX_SCALE)]] = Field(
+        {"linear5_R20": 0.01}, max_length=MAX_LIST, description="noise sd added to a manifold's points")
+    models: list[Literal["exact", "energy", "free"]] = Field(["exact", "energy", "free"], max_length=MAX_LIST)
+    steps: int = Field(4000, ge=1, le=MAX_STEPS)
+    hidden: int = Field(128, ge=1, le=MAX_WIDTH)
+    depth: int = Field(3, ge=1, le=MAX_DEPTH)
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    sigma_min: float = Field(0.01, gt=0, le=MAX_SCALE)
+    sigma_max: float = Field(1.0, gt=0, le=MAX_SCALE)
+    svd_sigma: float = Field(0.1, gt=0, le=MAX_SCALE)
+    flipd_sigma: float = Field(0.1, gt=0, le=MAX_SCALE)
+    n_points: int = Field(20, ge=1, le=MAX_SAMPLES)
+    flow_points: int = Field(8, ge=1, le=MAX_SAMPLES)
+    flow_steps: int = Field(32, ge=1, le=MAX_STEPS)
 
 
 def _manifold(name: str, generator: torch.Generator):

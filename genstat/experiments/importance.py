@@ -37,6 +37,7 @@ from estimators.importance import (
 )
 from genstat.mc import block_generator
 
+from .bounds import MAX_LIST, MAX_REPEATS, MAX_SAMPLES, MAX_WIDTH, Seed
 from .registry import experiment
 from .runner import Run, markdown_table
 
@@ -51,14 +52,14 @@ def _dfact(k: int) -> float:
 
 # --------------------------------------------------------------------------- Gaussian moments
 class MomentsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     J: int = Field(10, ge=1, le=15)
-    budget: int = Field(20_000, ge=200)
-    reps: int = Field(50, ge=2)
+    budget: int = Field(20_000, ge=200, le=MAX_SAMPLES)
+    reps: int = Field(50, ge=2, le=MAX_REPEATS)
     family: Literal["gaussian", "mixture2"] = "gaussian"
     defensive: float = Field(0.0, ge=0, lt=1)
     weights: Literal["exact", "relative"] = "exact"
-    patience: int = Field(2, ge=1)
+    patience: int = Field(2, ge=1, le=MAX_REPEATS)
 
 
 def _moments_runs(p: MomentsParams, run: Run, stream: int = 0):
@@ -107,14 +108,14 @@ def run_moments(p: MomentsParams, run: Run) -> None:
 
 # --------------------------------------------------------------------------- cantilever beam
 class CantileverParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    J: int = Field(100, ge=2)
-    budget: int = Field(20_000, ge=1000)
-    reps: int = Field(20, ge=2)
-    lhs_seed: int = Field(0, ge=0)
-    patience: int = Field(2, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    J: int = Field(100, ge=2, le=MAX_WIDTH)
+    budget: int = Field(20_000, ge=1000, le=MAX_SAMPLES)
+    reps: int = Field(20, ge=2, le=MAX_REPEATS)
+    lhs_seed: Seed = 0
+    patience: int = Field(2, ge=1, le=MAX_REPEATS)
     methods: list[Literal["aiscv", "mc_multi", "mixture_reweighting", "is_separate"]] = Field(
-        default_factory=lambda: ["aiscv", "mc_multi", "mixture_reweighting", "is_separate"])
+        default_factory=lambda: ["aiscv", "mc_multi", "mixture_reweighting", "is_separate"], max_length=MAX_LIST)
 
 
 _METHODS = {"aiscv": aiscv, "mc_multi": mc_multi, "mixture_reweighting": mixture_reweighting,
@@ -153,12 +154,12 @@ def run_cantilever(p: CantileverParams, run: Run) -> None:
 
 # --------------------------------------------------------------------------- Sobol' indices
 class SobolParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: Literal["ishigami", "linear"] = "ishigami"
-    budget: int = Field(10_240, ge=200)
-    reps: int = Field(30, ge=2)
+    budget: int = Field(10_240, ge=200, le=MAX_SAMPLES)
+    reps: int = Field(30, ge=2, le=MAX_REPEATS)
     methods: list[Literal["saltelli", "aiscv", "aiscv_rqmc", "qmc", "scipy", "salib"]] = Field(
-        default_factory=lambda: ["saltelli", "aiscv", "aiscv_rqmc", "qmc", "scipy"])
+        default_factory=lambda: ["saltelli", "aiscv", "aiscv_rqmc", "qmc", "scipy"], max_length=MAX_LIST)
 
 
 def _sobol_problem(model: str):
@@ -237,9 +238,9 @@ def run_sobol(p: SobolParams, run: Run) -> None:
 
 # --------------------------------------------------------------------------- benchmark
 class BenchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    speed_reps: int = Field(20, ge=1)
-    moments_budget: int = Field(20_000, ge=200)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    speed_reps: int = Field(20, ge=1, le=MAX_REPEATS)
+    moments_budget: int = Field(20_000, ge=200, le=MAX_SAMPLES)
     sobol: SobolParams = Field(default_factory=lambda: SobolParams(
         methods=["aiscv", "aiscv_rqmc", "saltelli", "qmc", "scipy", "salib"]))
 

@@ -18,6 +18,7 @@ from genstat.mc import block_generator
 from genstat.metrics import wasserstein2
 from genstat.nn import TimeMLP
 
+from .bounds import MAX_BATCH, MAX_DEPTH, MAX_LIST, MAX_LR, MAX_SAMPLES, MAX_SCALE, MAX_STEPS, MAX_WIDTH, Epsilon, Seed
 from .registry import experiment
 from .runner import Run, markdown_table
 
@@ -35,25 +36,29 @@ REFERENCE_ROWS = [
 class MethodConfig(BaseModel):
     """One training recipe: interpolant, loss, coupling, optimiser, network."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = "ours"
     path: str = "linear"
     gamma: str = "none"
-    a: float = Field(1.0, gt=0)
+    a: float = Field(1.0, gt=0, le=MAX_SCALE)
     field: str = "b"
     coupling: str = "independent"
-    coupling_every: int = Field(1, ge=1)
+    coupling_every: int = Field(1, ge=1, le=MAX_STEPS)
     antithetic: bool = False
     time_sampling: str = "uniform"
     t_min: float = Field(0.0, ge=0, lt=0.5)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
     lr_schedule: str = "constant"
-    ema: float | None = None
-    batch_size: int = Field(256, ge=1)
-    hidden: int = Field(64, ge=1)
-    depth: int = Field(3, ge=1)
-    time_embedding: int = Field(0, ge=0)
+    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights (None: off)")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    hidden: int = Field(64, ge=1, le=MAX_WIDTH)
+    depth: int = Field(3, ge=1, le=MAX_DEPTH)
+    time_embedding: int = Field(0, ge=0, le=MAX_WIDTH)
     activation: str = "selu"
+
+
+#: evaluation samples: exact W2 solves an n x n assignment problem (POT emd), so n stays moderate
+MAX_EVAL = 100_000
 
 
 def _check_sampler_names(v: list[str]) -> list[str]:
@@ -61,21 +66,24 @@ def _check_sampler_names(v: list[str]) -> list[str]:
         m, _, k = s.partition(":")
         if m not in ("euler", "heun", "rk4", "dopri5") or (m != "dopri5" and not k.isdigit()):
             raise ValueError(f"sampler {s!r} must be 'dopri5' or '<euler|heun|rk4>:<steps>'")
+        if k and not 1 <= int(k) <= MAX_STEPS:
+            raise ValueError(f"sampler {s!r}: steps must be in [1, {MAX_STEPS}]")
     return v
 
 
 class Toy2dParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     source: str = "8gaussians"
     target: str = "moons"
     method: MethodConfig = Field(default_factory=MethodConfig)
-    steps: int = Field(2000, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    n_eval: int = Field(2000, ge=10)
-    samplers: list[str] = Field(default_factory=lambda: ["euler:10", "rk4:10", "dopri5"])
-    sde_eps: list[float] = Field(default_factory=list, description="if non-empty: also train eta and run the SDE")
-    sde_steps: int = Field(100, ge=1)
-    n_trajectories: int = Field(300, ge=1)
+    steps: int = Field(2000, ge=1, le=MAX_STEPS)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], max_length=MAX_LIST)
+    n_eval: int = Field(2000, ge=10, le=MAX_EVAL)
+    samplers: list[str] = Field(default_factory=lambda: ["euler:10", "rk4:10", "dopri5"], max_length=MAX_LIST)
+    sde_eps: list[Epsilon] = Field(default_factory=list, max_length=MAX_LIST,
+                                   description="if non-empty: also train eta and run the SDE")
+    sde_steps: int = Field(100, ge=1, le=MAX_STEPS)
+    n_trajectories: int = Field(300, ge=1, le=MAX_SAMPLES)
 
     _samplers = field_validator("samplers")(_check_sampler_names)
 
@@ -88,16 +96,17 @@ class Toy2dParams(BaseModel):
 
 
 class BenchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     source: str = "8gaussians"
     target: str = "moons"
-    steps: int = Field(2000, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    n_eval: int = Field(2000, ge=10)
-    samplers: list[str] = Field(default_factory=lambda: ["dopri5", "euler:10", "rk4:10"])
+    steps: int = Field(2000, ge=1, le=MAX_STEPS)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], max_length=MAX_LIST,
+                              description="[]: the run's seed only (one seed per run, for genstat sweep --seeds)")
+    n_eval: int = Field(2000, ge=10, le=MAX_EVAL)
+    samplers: list[str] = Field(default_factory=lambda: ["dopri5", "euler:10", "rk4:10"], max_length=MAX_LIST)
     anchor: str = "I-CFM"
     variants: list[MethodConfig] = Field(default_factory=lambda: [
-        MethodConfig(name="I-CFM"), MethodConfig(name="OT-CFM", coupling="ot")])
+        MethodConfig(name="I-CFM"), MethodConfig(name="OT-CFM", coupling="ot")], max_length=MAX_LIST)
 
     _samplers = field_validator("samplers")(_check_sampler_names)
 
@@ -201,7 +210,8 @@ def run_bench(p: BenchParams, run: Run) -> None:
     if p.anchor not in names:
         raise ValueError(f"anchor {p.anchor!r} is not among the variants {names}")
     src, tgt = toy2d_sampler(p.source), toy2d_sampler(p.target)
-    for seed in p.seeds:
+    seeds = p.seeds or [run.seed]
+    for seed in seeds:
         x0, y, y_ref = _eval_sets(p, seed)
         floor = wasserstein2(y, y_ref).estimate
         for v in p.variants:
@@ -238,7 +248,7 @@ def run_bench(p: BenchParams, run: Run) -> None:
     table = pd.DataFrame(wide)
     ref = pd.DataFrame(REFERENCE_ROWS)
     floor = float(df.floor.mean())
-    md = (f"{p.source} -> {p.target}, {p.steps} steps, seeds {p.seeds}, W2 on {p.n_eval} points "
+    md = (f"{p.source} -> {p.target}, {p.steps} steps, seeds {seeds}, W2 on {p.n_eval} points "
           f"(noise floor {floor:.3f}); time ratio = train CPU / {p.anchor}'s in the same run\n\n"
           + markdown_table(table, ".3f") + "\n\nREFERENCE.md §1 (torchcfm 1.0.7, other run, floor 0.076):\n\n"
           + markdown_table(ref, ".3f") + "\n")

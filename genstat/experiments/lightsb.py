@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .bounds import MAX_BATCH, MAX_LIST, MAX_LR, MAX_SAMPLES, MAX_SCALE, MAX_STEPS, MAX_WIDTH, Dim, Epsilon, Seed
 from .registry import experiment
 from .runner import Run, markdown_table
 
@@ -25,23 +26,31 @@ PAPER_CBW2_UVP = {
 }
 
 
+#: Sinkhorn baseline samples: POT holds an n x n cost matrix
+MAX_SINKHORN = 2**16
+
+LR = Annotated[float, Field(gt=0, le=MAX_LR)]
+
+
 class ModelSpec(BaseModel):
     """One LightSB training configuration."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = "lightsb-full-k10"
-    n_potentials: int = Field(10, ge=1)
+    n_potentials: int = Field(10, ge=1, le=MAX_WIDTH)
     covariance: Literal["full", "diagonal"] = "full"
-    steps: int = Field(2000, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    lr: float | dict[float, float] | None = Field(None, description="None: 3e-2 min(1, eps); or {eps: lr}")
+    steps: int = Field(2000, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(1024, ge=1, le=MAX_BATCH)
+    lr: LR | Annotated[dict[Epsilon, LR], Field(max_length=MAX_LIST)] | None = Field(
+        None, description="None: 3e-2 min(1, eps); or {eps: lr}")
     init: Literal["potential", "reference"] = "potential"
-    spread: float = Field(2.0, gt=0)
-    init_scale: float = Field(1.0, gt=0)
+    spread: float = Field(2.0, gt=0, le=MAX_SCALE)
+    init_scale: float = Field(1.0, gt=0, le=MAX_SCALE)
     dtype: Literal["float32", "float64"] = "float32"
     min_lr_ratio: float = Field(1e-2, ge=0, le=1, description="cosine floor (1: constant lr, as the paper's code)")
     warmup: float = Field(0.05, ge=0, lt=1)
-    dims: list[int] | None = Field(None, description="run this model only for these d (None: all)")
+    dims: Annotated[list[Dim], Field(max_length=MAX_LIST)] | None = Field(
+        None, description="run this model only for these d (None: all)")
 
     def lr_for(self, eps: float) -> float | None:
         if isinstance(self.lr, dict):
@@ -53,29 +62,31 @@ class ModelSpec(BaseModel):
 
 
 class GaussianParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dims: list[int] = [2, 16]
-    epsilons: list[float] = [0.1, 1.0]
-    pair_seed: int = 0
-    models: list[ModelSpec] = [ModelSpec(name="lightsb-full-k1", n_potentials=1, steps=1000, batch_size=1024,
-                                         dtype="float64")]
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    dims: list[Dim] = Field([2, 16], max_length=MAX_LIST)
+    epsilons: list[Epsilon] = Field([0.1, 1.0], max_length=MAX_LIST)
+    pair_seed: Seed = 0
+    models: list[ModelSpec] = Field([ModelSpec(name="lightsb-full-k1", n_potentials=1, steps=1000, batch_size=1024,
+                                               dtype="float64")], max_length=MAX_LIST)
     anchor: str | None = None
-    sinkhorn_samples: int = Field(0, ge=0, description="POT Sinkhorn baseline on this many samples (0: off)")
-    sinkhorn_dims: list[int] | None = Field(None, description="run Sinkhorn only for these d (None: all)")
-    sinkhorn_max_iter: int = Field(1000, ge=1)
-    n_train: int = Field(0, ge=0, description="fixed training pool size (0: fresh samples every step)")
-    n_test: int = Field(1000, ge=2)
+    sinkhorn_samples: int = Field(0, ge=0, le=MAX_SINKHORN,
+                                  description="POT Sinkhorn baseline on this many samples (0: off)")
+    sinkhorn_dims: Annotated[list[Dim], Field(max_length=MAX_LIST)] | None = Field(
+        None, description="run Sinkhorn only for these d (None: all)")
+    sinkhorn_max_iter: int = Field(1000, ge=1, le=MAX_STEPS)
+    n_train: int = Field(0, ge=0, le=MAX_BATCH, description="fixed training pool size (0: fresh samples every step)")
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
     plot: bool = True
 
 
 class BenchmarkParams(GaussianParams):
-    dims: list[int] = [2, 16, 64, 128]
-    epsilons: list[float] = [0.1, 1.0, 10.0]
-    n_input_components: int = Field(3, ge=1)
-    n_potential_components: int = Field(5, ge=1)
-    benchmark_seed: int = 0
-    models: list[ModelSpec] = [ModelSpec(name="lightsb-full-k10")]
-    n_train: int = Field(2**18, ge=0)
+    dims: list[Dim] = Field([2, 16, 64, 128], max_length=MAX_LIST)
+    epsilons: list[Epsilon] = Field([0.1, 1.0, 10.0], max_length=MAX_LIST)
+    n_input_components: int = Field(3, ge=1, le=MAX_WIDTH)
+    n_potential_components: int = Field(5, ge=1, le=MAX_WIDTH)
+    benchmark_seed: Seed = 0
+    models: list[ModelSpec] = Field([ModelSpec(name="lightsb-full-k10")], max_length=MAX_LIST)
+    n_train: int = Field(2**18, ge=0, le=MAX_BATCH)
 
 
 def _train_one(spec: ModelSpec, pair, d: int, eps: float, data, gen: torch.Generator):
@@ -217,7 +228,7 @@ def run_benchmark(p: BenchmarkParams, run: Run) -> None:
 class BenchParams(BaseModel):
     """``lightsb.bench``: the Gaussian section and the benchmark section in one run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     gaussian: GaussianParams | None = None
     benchmark: BenchmarkParams | None = None
 

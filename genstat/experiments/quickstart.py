@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
@@ -16,6 +16,7 @@ from scipy import stats
 from genstat.mc import estimate
 from genstat.mc.distributed import no_sharding
 
+from .bounds import MAX_LIST, MAX_SAMPLES, MAX_SCALE
 from .registry import experiment
 from .runner import Run
 
@@ -23,17 +24,22 @@ __all__ = ["QuickstartParams", "run_quickstart", "estimate_table", "familywise_c
 
 
 class QuickstartParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    weights: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2])
-    means: list[list[float]] = Field(default_factory=lambda: [[-2.0, 0.0], [1.5, 1.5], [2.0, -2.0]])
-    scales: list[float] = Field(default_factory=lambda: [0.6, 0.8, 0.5], description="isotropic sd per component")
-    n_samples: int = Field(1_000_000, ge=1000)
-    proposal_scale: float = Field(3.0, gt=0, description="sd of the N(0, s^2 I) importance proposal")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    weights: list[Annotated[float, Field(gt=0, le=MAX_SCALE)]] = Field(
+        default_factory=lambda: [0.5, 0.3, 0.2], min_length=1, max_length=MAX_LIST,
+        description="mixture weights (normalised)")
+    means: list[Annotated[list[Annotated[float, Field(ge=-100, le=100)]], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=lambda: [[-2.0, 0.0], [1.5, 1.5], [2.0, -2.0]], min_length=1, max_length=MAX_LIST)
+    scales: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [0.6, 0.8, 0.5], min_length=1, max_length=MAX_LIST,
+        description="isotropic sd per component")
+    n_samples: int = Field(1_000_000, ge=1000, le=MAX_SAMPLES)
+    proposal_scale: float = Field(3.0, gt=0, le=100, description="sd of the N(0, s^2 I) importance proposal")
     level: float = Field(0.95, gt=0, lt=1)
-    convergence_points: int = Field(12, ge=2)
+    convergence_points: int = Field(12, ge=2, le=1000)
     tour: list[Literal["interpolants", "lightsb", "gauge", "importance", "cumulants", "td"]] = Field(
         default_factory=lambda: ["interpolants", "lightsb", "gauge", "importance", "cumulants", "td"],
-        description="module checks to run after the engine demo (tour.csv)")
+        max_length=MAX_LIST, description="module checks to run after the engine demo (tour.csv)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -231,8 +237,8 @@ def _plot(df: pd.DataFrame, run: Run) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(comp)
-    axes[0, 0].legend(fontsize=7)
-    for ax in axes[1]:
         ax.set_xlabel("n samples")
+        ax.set_ylabel(f"|error|, CI half-width [units of {comp}]", fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle("genstat quickstart: Monte Carlo error vs n (band: CI half-width)")
     run.save_figure(fig, "convergence")

@@ -3,28 +3,33 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .bounds import MAX_BATCH, MAX_LIST, MAX_REPEATS, MAX_SAMPLES, MAX_SCALE, MAX_STEPS, MAX_WIDTH
 from .registry import experiment
 from .runner import Run, markdown_table
 
 
+#: critics in an ensemble
+MAX_ENSEMBLE = 1000
+
+
 class Variant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     value_loss: Literal["mse", "gauss_biv", "ggd_biev"]
-    ensemble: int = Field(5, ge=1)
+    ensemble: int = Field(5, ge=1, le=MAX_ENSEMBLE)
 
 
 class Task(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     algo: Literal["ppo", "sac"]
     env: str
-    steps: int = Field(ge=1)
+    steps: int = Field(ge=1, le=MAX_STEPS)
 
 
 def _default_variants() -> list[Variant]:
@@ -40,16 +45,19 @@ def _default_tasks() -> list[Task]:
 
 
 class WeightingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    variants: list[Variant] = Field(default_factory=_default_variants)
-    tasks: list[Task] = Field(default_factory=_default_tasks)
-    seeds: int = Field(5, ge=1)
-    eval_episodes: int = Field(10, ge=1)
-    bootstrap: int = Field(2000, ge=100)
-    sac_plain_ensemble: int = Field(2, ge=1, description="critics of SAC variants with ensemble 1 (clipped double Q)")
-    sac_learning_starts: int = Field(1000, ge=1)
-    sac_hidden: int = Field(128, ge=1)
-    sac_reward_scale: float = Field(1.0, gt=0, description="SAC learns from reward * scale (GGD NLL has alpha = 1)")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    variants: list[Variant] = Field(default_factory=_default_variants, max_length=MAX_LIST)
+    tasks: list[Task] = Field(default_factory=_default_tasks, max_length=MAX_LIST)
+    seeds: int | None = Field(5, ge=1, le=MAX_REPEATS,
+                              description="seed indices 0..seeds-1; None: one, the run's seed (for genstat sweep)")
+    eval_episodes: int = Field(10, ge=1, le=MAX_REPEATS)
+    bootstrap: int = Field(2000, ge=100, le=MAX_REPEATS)
+    sac_plain_ensemble: int = Field(2, ge=1, le=MAX_ENSEMBLE,
+                                    description="critics of SAC variants with ensemble 1 (clipped double Q)")
+    sac_learning_starts: int = Field(1000, ge=1, le=MAX_STEPS)
+    sac_hidden: int = Field(128, ge=1, le=MAX_WIDTH)
+    sac_reward_scale: float = Field(1.0, gt=0, le=MAX_SCALE,
+                                    description="SAC learns from reward * scale (GGD NLL has alpha = 1)")
 
 
 def _bootstrap_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):
@@ -110,8 +118,10 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
     for task in p.tasks:
         grid = np.linspace(0, task.steps, 51)[1:]
         for v in p.variants:
-            for s in range(p.seeds):
-                seed = int(block_seed(run.seed, s) % (2**31))
+            # seeds: None makes the run's seed the seed index, with the seeds a `seeds: N` run at seed 0
+            # uses, so `genstat sweep --seeds 0-4` reproduces its five runs one per cell
+            for s in range(p.seeds) if p.seeds is not None else [run.seed]:
+                seed = int(block_seed(run.seed if p.seeds is not None else 0, s) % (2**31))
                 t0 = time.perf_counter()
                 if task.algo == "ppo":
                     agent = PPO(task.env, PPOConfig(value_loss=v.value_loss, ensemble=v.ensemble), seed=seed)
@@ -172,13 +182,22 @@ def run_weighting(p: WeightingParams, run: Run) -> None:
 
 
 class BenchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    groups: int = Field(1000, ge=4)
-    n_samples: int = Field(10_000, ge=10)
-    betas: list[float] = [0.5, 1.0, 2.0, 4.0]
-    scipy_groups: int = Field(40, ge=1, description="groups fitted by the scipy loop (time extrapolated)")
-    dtypes: list[Literal["float64", "float32"]] = ["float64", "float32"]
-    repeats: int = Field(3, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    groups: int = Field(1000, ge=4, le=MAX_SAMPLES)
+    n_samples: int = Field(10_000, ge=10, le=MAX_SAMPLES)
+    betas: list[Annotated[float, Field(gt=0, le=100)]] = Field([0.5, 1.0, 2.0, 4.0], max_length=MAX_LIST,
+                                                               description="true GGD shape parameters")
+    scipy_groups: int = Field(40, ge=1, le=MAX_REPEATS,
+                              description="groups fitted by the scipy loop (time extrapolated)")
+    dtypes: list[Literal["float64", "float32"]] = Field(["float64", "float32"], max_length=MAX_LIST)
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self):
+        if self.groups * self.n_samples > MAX_BATCH:
+            raise ValueError(f"groups * n_samples must be <= {MAX_BATCH} (one tensor holds them all), "
+                             f"got {self.groups} * {self.n_samples}")
+        return self
 
 
 @experiment("td.bench_ggd", BenchParams,
