@@ -1,7 +1,8 @@
 """Experiment configuration: YAML (``safe_load``) validated by pydantic v2 models.
 
 A file has the top-level keys ``name``, ``kind``, ``seed``, ``device``, ``description`` and
-``params`` (the kind's own schema). Every error is reported at once with its dotted path.
+``params`` (the kind's own schema), and optionally ``sweep`` (:class:`SweepBlock`, read by ``genstat sweep``
+only). Every error is reported at once with its dotted path.
 """
 from __future__ import annotations
 

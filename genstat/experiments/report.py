@@ -69,7 +69,7 @@ def _table(df: pd.DataFrame, table_id: str, *, max_rows: int = MAX_ROWS) -> str:
 
 
 def _kv_table(d: dict, table_id: str) -> str:
-    return _table(pd.DataFrame({"key": list(d), "value": [json.dumps(v) if isinstance(v, (list, dict)) else v
+    return _table(pd.DataFrame({"key": list(d), "value": [json.dumps(v) if isinstance(v, (list, dict)) else str(v)
                                                           for v in d.values()]}), table_id)
 
 
@@ -138,7 +138,8 @@ def _metrics_figure(path: Path):
     skip = {"step", "time", "timestamp", "t", "elapsed_s"}
     metrics = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
                and not pd.api.types.is_bool_dtype(df[c])][:8]
-    groups = [c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, str)).all()]
+    groups = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])
+              and df[c].map(lambda v: isinstance(v, str)).all()]
     if not metrics:
         return None
     ncol = min(3, len(metrics))
