@@ -78,6 +78,7 @@ def _config_errors(what: str, errors: list[str]) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from genstat.experiments.config import ConfigError, parse_seeds
+    from genstat.experiments.launchers import LauncherError
     from genstat.experiments.sweep import SweepError, parse_grid, plan_sweep, run_sweep
 
     errors: list[str] = []
@@ -117,7 +118,7 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         entries = run_sweep(plan, out, jobs=args.jobs, launcher=args.launcher, launcher_options=options,
                             retry_running=args.retry_running, argv=["genstat", *sys.argv[1:]])
-    except SweepError as exc:
+    except (SweepError, LauncherError) as exc:
         _err(str(exc))
         return 2
     except KeyboardInterrupt:

@@ -30,7 +30,8 @@ import pandas as pd
 import yaml
 
 from .runner import markdown_table
-from .sweep import MANIFEST, cell_id, read_manifest
+from .manifest import MANIFEST, read_manifest
+from .sweep import cell_id
 
 __all__ = ["RunInfo", "Collection", "find_runs", "collect", "summarize", "summary_wide", "summary_markdown", "compare_runs",
            "Comparison"]

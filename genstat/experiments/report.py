@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sweep import MANIFEST, read_manifest
+from .manifest import MANIFEST, read_manifest
 
 __all__ = ["write_report", "sweep_figures", "unit_of"]
 

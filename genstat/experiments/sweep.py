@@ -8,7 +8,8 @@ Layout of a sweep directory::
     submitit/                               job files of the ``slurm`` and ``submitit-local`` launchers
 
 Every manifest update re-reads ``sweep.json`` under an exclusive ``fcntl.flock`` on ``.sweep.lock``
-and replaces it atomically, so several sweep processes (or SLURM jobs) can share one directory.
+and replaces it atomically (:mod:`.manifest`), so several sweep processes (or SLURM jobs) can share
+one directory; the workers that run the entries are started by :mod:`.launchers`.
 A cell is claimed (``queued``, with the claiming process as owner) before it is run; a second sweep
 into the same directory skips cells whose owner is alive and redoes those whose owner died.
 Re-running a sweep resumes it: completed cells are skipped, failed, interrupted or stale ones rerun.
@@ -17,45 +18,33 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
-import fcntl
 import hashlib
-import importlib
 import itertools
 import json
-import os
 import re
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
 
 from .config import ConfigError, SweepBlock, apply_overrides, format_errors, load_config, parse_seeds
-from .registry import KIND_MODULES, get_kind
-from .runner import atomic_write_text, run_experiment
+from .launchers import LAUNCHERS, launch, sigterm_to_interrupt
+from .manifest import (MANIFEST, now, owner_alive, read_manifest, release_entries, run_completed, this_process,
+                       update_manifest)
+from .registry import get_kind
 
 __all__ = ["MANIFEST", "LAUNCHERS", "SweepError", "SweepPlan", "parse_grid", "plan_sweep", "read_manifest",
            "update_manifest", "run_sweep", "cell_id"]
 
-MANIFEST = "sweep.json"
-LOCK = ".sweep.lock"
-LAUNCHERS = ("local", "slurm", "submitit-local")
-#: statuses of a manifest entry; queued/running carry an ``owner`` (host, pid)
-STATUSES = ("pending", "queued", "running", "completed", "failed", "interrupted")
 
 
 class SweepError(RuntimeError):
     """A sweep that cannot start (e.g. its directory holds a sweep of another base configuration)."""
-
-
-def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
 
 
 def _flow(value: Any) -> str:
@@ -266,70 +255,6 @@ def plan_sweep(
                      keys=list(dict.fromkeys(block.keys + list(keys or []))), cells=cells)
 
 
-# -- manifest ---------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _locked(sweep_dir: Path) -> Iterator[None]:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / LOCK, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def read_manifest(sweep_dir: str | Path) -> dict | None:
-    """The manifest of a sweep directory (None if there is none). Safe without the lock: it is
-    always replaced atomically."""
-    path = Path(sweep_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def update_manifest(sweep_dir: str | Path, fn: Callable[[dict | None], dict | None]) -> dict | None:
-    """Read the manifest under the lock, apply ``fn`` (which mutates or returns it) and write it back
-    atomically. ``fn`` returning None leaves the file as it was."""
-    sweep_dir = Path(sweep_dir)
-    with _locked(sweep_dir):
-        manifest = fn(read_manifest(sweep_dir))
-        if manifest is not None:
-            manifest["updated"] = _now()
-            atomic_write_text(sweep_dir / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
-        return manifest
-
-
-def _me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _alive(owner: dict | None, *, other_hosts: bool = True) -> bool:
-    """Whether the process that claimed an entry still runs. On another host we cannot tell:
-    ``other_hosts`` is the answer then."""
-    if not owner:
-        return False
-    if owner.get("host") != socket.gethostname():
-        return other_hosts
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _run_completed(sweep_dir: Path, entry: dict) -> bool:
-    if entry.get("status") != "completed" or not entry.get("run_dir"):
-        return False
-    meta = sweep_dir / entry["run_dir"] / "meta.json"
-    try:
-        return json.loads(meta.read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
-
-
 def _merge_values(old: list, new: list) -> list:
     seen = {_canonical(v) for v in old}
     return old + [v for v in new if _canonical(v) not in seen]
@@ -344,7 +269,7 @@ def _claim(sweep_dir: Path, plan: SweepPlan, invocation: dict, *, retry_running:
         if m is None:
             m = {"version": 1, "name": plan.name, "kind": plan.kind, "file": plan.file, "base": plan.base,
                  "base_hash": plan.base_hash, "device": plan.device, "grid": {}, "seeds": [], "keys": [],
-                 "created": _now(), "invocations": [], "cells": {}}
+                 "created": now(), "invocations": [], "cells": {}}
         elif m.get("base_hash") != plan.base_hash:
             raise SweepError(f"{sweep_dir} holds a sweep of another base configuration (file {m.get('file')}, "
                              f"hash {m.get('base_hash')} vs {plan.base_hash} now); use another --out")
@@ -359,186 +284,17 @@ def _claim(sweep_dir: Path, plan: SweepPlan, invocation: dict, *, retry_running:
                 e = m["cells"].setdefault(key, {"cell": cid, "overrides": ov, "seed": seed, "status": "pending",
                                                 "run_dir": None, "attempts": 0, "owner": None, "error": None,
                                                 "started": None, "ended": None, "runs": []})
-                if _run_completed(sweep_dir, e):
+                if run_completed(sweep_dir, e):
                     continue
-                if e["status"] in ("queued", "running") and _alive(e.get("owner"), other_hosts=not retry_running):
+                if e["status"] in ("queued", "running") and owner_alive(e.get("owner"), other_hosts=not retry_running):
                     busy.append(key)
                     continue
-                e.update(status="queued", owner=_me(), error=None)
+                e.update(status="queued", owner=this_process(), error=None)
                 claimed.append(key)
         return m
 
     update_manifest(sweep_dir, fn)
     return claimed, busy
-
-
-def _release(sweep_dir: Path, keys: list[str]) -> None:
-    """Hand back entries this process claimed but did not start (after an interruption)."""
-    me = _me()
-
-    def fn(m: dict | None) -> dict | None:
-        if m is None:
-            return None
-        for key in keys:
-            e = m["cells"].get(key)
-            if e and e["status"] == "queued" and e.get("owner") == me:
-                e.update(status="pending", owner=None)
-        return m
-
-    update_manifest(sweep_dir, fn)
-
-
-def _mark(sweep_dir: Path, key: str, **changes: Any) -> None:
-    def fn(m: dict | None) -> dict | None:
-        if m is None or key not in m["cells"]:
-            return None
-        e = m["cells"][key]
-        if changes.get("status") == "running":
-            e["attempts"] = e.get("attempts", 0) + 1
-        if changes.get("run_dir") and changes["run_dir"] not in e.setdefault("runs", []):
-            e["runs"].append(changes["run_dir"])
-        e.update(changes)
-        return m
-
-    update_manifest(sweep_dir, fn)
-
-
-# -- running one entry (in this process, a pool worker or a submitit job) ----------------------------------------
-
-class _Terminated(KeyboardInterrupt):
-    pass
-
-
-def _raise_interrupt(signum, frame):
-    raise _Terminated()
-
-
-def _attempt_dirs(out: Path) -> set[Path]:
-    return {p for p in out.glob("*/*") if (p / "meta.json").is_file()}
-
-
-def run_task(sweep_dir: str, task: dict, quiet: bool = True) -> dict:
-    """Run one (cell, seed) as an ordinary run under ``<sweep>/cells/...`` and record it in the manifest.
-
-    Importable by reference (pickled by the process pool and by submitit). Returns
-    ``{"key", "status", "run_dir", "error", "seconds"}``; ``KeyboardInterrupt`` (Ctrl-C, SIGTERM)
-    is recorded as ``interrupted`` and re-raised.
-    """
-    if task["kind_module"] not in sys.modules:
-        importlib.import_module(task["kind_module"])
-    sweep = Path(sweep_dir)
-    out = sweep / task["out"]
-    before = _attempt_dirs(out)
-    key = task["key"]
-    t0 = time.perf_counter()
-    _mark(sweep, key, status="running", owner=_me(), started=_now(), ended=None, error=None)
-    result = {"key": key, "status": "failed", "run_dir": None, "error": None}
-    path = None
-    try:
-        cfg, params = load_config(raw=copy.deepcopy(task["raw"]), seed=task["seed"], device=task["device"])
-        path = run_experiment(cfg, params, out=out, overrides=task["overrides"], quiet=quiet)
-        result["status"] = "completed"
-    except KeyboardInterrupt:
-        result["status"] = "interrupted"
-        raise
-    except Exception as exc:  # a failed cell is a result: record it, let the sweep go on
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if path is None:
-            new = sorted(_attempt_dirs(out) - before, key=lambda p: p.stat().st_mtime)
-            path = new[-1] if new else None
-        result["run_dir"] = None if path is None else str(Path(path).relative_to(sweep))
-        result["seconds"] = time.perf_counter() - t0
-        _mark(sweep, key, status=result["status"], run_dir=result["run_dir"], error=result["error"],
-              owner=None, ended=_now())
-    return result
-
-
-def _pool_init() -> None:
-    # Ctrl-C reaches the whole process group: the parent alone handles it and stops the workers
-    # with SIGTERM, which run_experiment turns into an 'interrupted' run.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _pool_task(args: tuple[str, dict, dict]) -> dict:
-    sweep_dir, task, env = args
-    if env != dict(os.environ):  # the fork server keeps the environment it started with
-        os.environ.clear()
-        os.environ.update(env)
-        threads = env.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:  # torch read it at import
-            sys.modules["torch"].set_num_threads(int(threads))
-    # SIGTERM (from Pool.terminate) interrupts the task, so that the entry is marked as such; while the
-    # worker waits for work it keeps the default (a quiet exit).
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return run_task(sweep_dir, task)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-# -- launchers --------------------------------------------------------------------------------------------------
-
-def _local(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[dict], None]) -> None:
-    # A fresh process per cell, as `genstat run` would be: nothing a run leaves in a process (caches,
-    # thread settings, CUDA state) reaches the next one, so a resumed sweep equals an uninterrupted one.
-    # A fork server that has imported the runner and the kind's module forks each worker: a fresh
-    # process without paying the imports (seconds for torch) per cell. Spawn where there is none.
-    import multiprocessing as mp
-
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        modules = {t["kind_module"] for t in tasks} - {"__main__", "__mp_main__"}
-        modules |= {f"genstat.experiments.{m}" for m in KIND_MODULES}  # get_kind imports them all
-        ctx.set_forkserver_preload(["__main__", "torch", "genstat.mc.distributed", "genstat.experiments.runner",
-                                    *sorted(modules)])
-    else:  # pragma: no cover
-        ctx = mp.get_context("spawn")
-    with ctx.Pool(jobs, initializer=_pool_init, maxtasksperchild=1) as pool:  # leaving it terminates the workers
-        env = dict(os.environ)
-        for r in pool.imap_unordered(_pool_task, [(str(sweep_dir), t, env) for t in tasks]):
-            report(r)
-
-
-def _submitit(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[dict], None], launcher: str,
-              options: dict[str, Any]) -> None:
-    try:
-        import submitit
-    except ImportError:
-        raise SweepError("the slurm launchers need submitit: pip install 'genstat[sweep]'") from None
-    folder = sweep_dir / "submitit" / "%j"
-    if launcher == "slurm":
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        ex.update_parameters(slurm_array_parallelism=jobs)
-    else:
-        ex = submitit.LocalExecutor(folder=folder)
-    ex.update_parameters(**{"timeout_min": 60, **options})
-    pending = list(tasks)
-    running: list = []
-    try:
-        if launcher == "slurm":  # one job array, at most `jobs` at a time
-            with ex.batch():
-                running = [(t, ex.submit(run_task, str(sweep_dir), t)) for t in pending]
-            pending = []
-        while pending or running:
-            while pending and len(running) < jobs:
-                t = pending.pop(0)
-                running.append((t, ex.submit(run_task, str(sweep_dir), t)))
-            done = [(t, j) for t, j in running if j.done()]
-            for t, j in done:
-                running.remove((t, j))
-                try:
-                    report(j.result())
-                except Exception as exc:  # the job died outside run_task (killed, out of memory, ...)
-                    report({"key": t["key"], "status": "failed", "run_dir": None,
-                            "error": f"job {j.job_id}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}"})
-            if not done:
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        for _, j in running:
-            with contextlib.suppress(Exception):
-                j.cancel(check=False)
-        raise
 
 
 def run_sweep(
@@ -586,7 +342,7 @@ def run_sweep(
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     sweep_dir = Path(out)
-    invocation = {"time": _now(), "argv": argv if argv is not None else sys.argv, "grid": plan.grid,
+    invocation = {"time": now(), "argv": argv if argv is not None else sys.argv, "grid": plan.grid,
                   "seeds": plan.seeds, "launcher": launcher, "jobs": jobs, "host": socket.gethostname()}
     claimed, busy = _claim(sweep_dir, plan, invocation, retry_running=retry_running)
     tasks = plan.tasks()
@@ -605,15 +361,12 @@ def run_sweep(
 
     old = None
     with contextlib.suppress(ValueError):  # not in the main thread: no handler
-        old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old = signal.signal(signal.SIGTERM, sigterm_to_interrupt)
     try:
-        todo = [tasks[k] for k in claimed]
-        if launcher == "local":
-            _local(sweep_dir, todo, jobs, report)
-        else:
-            _submitit(sweep_dir, todo, jobs, report, launcher, launcher_options or {})
+        launch(sweep_dir, [tasks[k] for k in claimed], launcher=launcher, jobs=jobs, report=report,
+               options=launcher_options)
     except KeyboardInterrupt:
-        _release(sweep_dir, claimed)
+        release_entries(sweep_dir, claimed)
         raise
     finally:
         if old is not None:

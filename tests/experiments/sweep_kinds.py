@@ -60,7 +60,7 @@ def sweep_toy(p: SweepToyParams, run) -> None:
 
 def hammer(sweep_dir: str, tag: str, n: int) -> None:
     """Add ``n`` entries ``<tag>-<i>`` to a manifest, one locked update each (concurrency test)."""
-    from genstat.experiments.sweep import update_manifest
+    from genstat.experiments.manifest import update_manifest
 
     for i in range(n):
         def add(m, i=i):

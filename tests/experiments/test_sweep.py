@@ -18,7 +18,7 @@ import sweep_kinds  # noqa: F401  (registers test.sweep)
 from genstat.cli import main
 from genstat.experiments.collect import collect
 from genstat.experiments.config import ConfigError, parse_seeds
-from genstat.experiments.sweep import _alive as sweep_alive
+from genstat.experiments.manifest import owner_alive
 from genstat.experiments.sweep import cell_id, parse_grid, plan_sweep, read_manifest, run_sweep
 
 HERE = Path(__file__).resolve().parent
@@ -174,7 +174,7 @@ def test_resume_after_sigterm(tmp_path, calls, monkeypatch, jobs):
     assert status["x=2/seed0"] == "interrupted"
     assert set(status.values()) <= {"completed", "interrupted", "pending", "running"}, status
     for k, e in before.items():  # a worker stopped before it could say so: its claim is stale
-        assert e["status"] != "running" or not sweep_alive(e["owner"]), e
+        assert e["status"] != "running" or not owner_alive(e["owner"]), e
     if jobs == 1:
         assert status == {"x=1/seed0": "completed", "x=1/seed1": "completed", "x=2/seed0": "interrupted",
                           "x=2/seed1": "pending", "x=3/seed0": "pending", "x=3/seed1": "pending"}
