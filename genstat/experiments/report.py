@@ -213,15 +213,18 @@ def _numeric(values: list) -> bool:
 def sweep_figures(summary: pd.DataFrame, config_cols: list[str], key_cols: list[str], grid: dict,
                   level: float = 0.95) -> list[tuple[str, Any]]:
     """One matplotlib figure per metric of a :func:`~genstat.experiments.collect.summarize` table: the
-    mean and its CI band against the swept parameter (the first numeric grid key with several values),
-    a line per combination of the other config and key columns."""
+    mean and its CI band against the swept parameter (the first numeric grid key with several values;
+    without a grid, the first key column), a line per combination of the other config and key columns."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    swept = [k for k in grid if k in config_cols]
-    xkey = next((k for k in swept if _numeric(grid[k]) and len(grid[k]) > 1), swept[0] if swept else None)
+    swept = [k for k in grid if k in config_cols and summary[k].nunique(dropna=False) > 1]
+    # x: a numeric swept key, else any swept key, else (a sweep over seeds only) the first key column
+    # that varies, as categories
+    keys = [k for k in key_cols if summary[k].nunique(dropna=False) > 1]
+    xkey = next((k for k in swept if _numeric(grid[k])), next(iter(swept + keys), None))
     out = []
     for metric, s in summary.groupby("metric", sort=False):
         fig, ax = plt.subplots(figsize=(7.2, 4.2))
@@ -292,7 +295,7 @@ def _sweep_report(d: Path, *, metrics: list[str] | None, level: float) -> tuple[
         body.append(_table(summary_wide(summary, by=by), "summary"))
         body.append("<h2>Figures</h2>")
         for metric, fig in sweep_figures(summary, col.config_columns, col.key_columns, m.get("grid", {}), level):
-            body.append(_figure(_png(fig), f"{metric} against the swept parameter"))
+            body.append(_figure(_png(fig), f"{metric}: mean and {level:.0%} t-interval over seeds per cell"))
         full = col.summary(level=level)
         body.append(_details(f"Summary, long format: every metric ({len(full)} rows)", _table(full, "summary-long")))
         rel = col.table["run"].map(lambda p: str(Path(p).relative_to(d)) if Path(p).is_relative_to(d) else p)
