@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.genstat-installed
 
-.PHONY: demo test test-all setup clean
+.PHONY: demo test test-all gpu-check setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# On a CUDA machine (install a CUDA build of torch first, see README): the gpu-marked tests, then
+# CPU-vs-CUDA timings written to docs/gpu.md. Without CUDA both say so and exit 0.
+gpu-check:
+	$(PY) -m pytest -m gpu -q
+	$(PY) -m genstat.experiments.gpu_check --out docs/gpu.md
 
 clean:
 	rm -rf $(VENV) runs
