@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in COMMANDS:
         return dispatch(args)
-    from genstat.experiments import ConfigError, list_kinds, load_config, run_experiment
-
+    from genstat.experiments import ConfigError, list_kinds, load_config
     from genstat.experiments.launch import env_rank
 
     loud = env_rank() == 0  # under torchrun only rank 0 prints
