@@ -6,11 +6,9 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pandas as pd
-import pytest
 from pydantic import BaseModel, ConfigDict
 
 from genstat.cli import main
