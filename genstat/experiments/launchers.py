@@ -127,12 +127,15 @@ def _submitit(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[d
     except ImportError:
         raise LauncherError("the slurm launchers need submitit: pip install 'genstat[sweep]'") from None
     folder = sweep_dir / "submitit" / "%j"
-    if launcher == "slurm":
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        ex.update_parameters(slurm_array_parallelism=jobs)
-    else:
-        ex = submitit.LocalExecutor(folder=folder)
-    ex.update_parameters(**{"timeout_min": 60, **options})
+    try:
+        if launcher == "slurm":
+            ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            ex.update_parameters(slurm_array_parallelism=jobs)
+        else:
+            ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(**{"timeout_min": 60, **options})
+    except (RuntimeError, ValueError, TypeError) as exc:  # no SLURM here, or an unknown --launcher-opt
+        raise LauncherError(f"cannot start the {launcher} launcher: {exc}") from None
     pending = list(tasks)
     running: list = []
     try:

@@ -365,7 +365,7 @@ def run_sweep(
     try:
         launch(sweep_dir, [tasks[k] for k in claimed], launcher=launcher, jobs=jobs, report=report,
                options=launcher_options)
-    except KeyboardInterrupt:
+    except BaseException:  # interrupted, or the launcher could not start: hand back what did not start
         release_entries(sweep_dir, claimed)
         raise
     finally:

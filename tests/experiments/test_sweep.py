@@ -290,3 +290,19 @@ def test_shipped_sweeps_expand_and_validate():
     for name in ("sweep_lightsb.yaml", "sweep_interpolants.yaml", "sweep_td_weighting.yaml"):
         plan = plan_sweep(ROOT / "experiments" / name)
         assert len(plan.cells) * len(plan.seeds) > 1, name
+
+
+def test_launcher_that_cannot_start_hands_back_its_cells(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine has SLURM")
+    f = _yaml(tmp_path)
+    for extra in (["--launcher", "slurm"], ["--launcher", "submitit-local", "--launcher-opt", "no_such_option=1"]):
+        out = tmp_path / extra[-1].replace("=", "_")
+        assert main(["sweep", str(f), "--grid", "params.x=1,2", "--out", str(out), *extra]) == 2
+        assert "cannot start the" in capsys.readouterr().err
+        m = read_manifest(out)
+        assert {e["status"] for e in m["cells"].values()} == {"pending"}
+        assert all(e["owner"] is None and e["attempts"] == 0 for e in m["cells"].values())
