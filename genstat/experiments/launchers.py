@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import load_config
-from .manifest import mark_entry, now, this_process
+from .manifest import mark_entry, now, this_process, update_manifest
 from .registry import KIND_MODULES
 from .runner import run_experiment
 
@@ -46,8 +46,6 @@ def run_task(sweep_dir: str, task: dict, quiet: bool = True) -> dict:
     ``{"key", "status", "run_dir", "error", "seconds"}``; ``KeyboardInterrupt`` (Ctrl-C, SIGTERM)
     is recorded as ``interrupted`` and re-raised.
     """
-    if task["kind_module"] not in sys.modules:
-        importlib.import_module(task["kind_module"])
     sweep = Path(sweep_dir)
     out = sweep / task["out"]
     before = _attempt_dirs(out)
@@ -57,6 +55,8 @@ def run_task(sweep_dir: str, task: dict, quiet: bool = True) -> dict:
     result = {"key": key, "status": "failed", "run_dir": None, "error": None}
     path = None
     try:
+        if task["kind_module"] not in sys.modules:  # the module that registers the kind
+            importlib.import_module(task["kind_module"])
         cfg, params = load_config(raw=copy.deepcopy(task["raw"]), seed=task["seed"], device=task["device"])
         path = run_experiment(cfg, params, out=out, overrides=task["overrides"], quiet=quiet)
         result["status"] = "completed"
@@ -72,7 +72,7 @@ def run_task(sweep_dir: str, task: dict, quiet: bool = True) -> dict:
         result["run_dir"] = None if path is None else str(Path(path).relative_to(sweep))
         result["seconds"] = time.perf_counter() - t0
         mark_entry(sweep, key, status=result["status"], run_dir=result["run_dir"], error=result["error"],
-              owner=None, ended=now())
+                   owner=None, ended=now())
     return result
 
 
@@ -120,6 +120,18 @@ def _local(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[dict
             report(r)
 
 
+def _job_failed(sweep_dir: Path, key: str, error: str) -> None:
+    """Record a job that died before run_task could (unless the run itself finished)."""
+    def fn(m: dict | None) -> dict | None:
+        e = (m or {}).get("cells", {}).get(key)
+        if e is None or e["status"] == "completed":
+            return None
+        e.update(status="failed", error=error, owner=None, ended=now())
+        return m
+
+    update_manifest(sweep_dir, fn)
+
+
 def _submitit(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[dict], None], launcher: str,
               options: dict[str, Any]) -> None:
     try:
@@ -153,8 +165,9 @@ def _submitit(sweep_dir: Path, tasks: list[dict], jobs: int, report: Callable[[d
                 try:
                     report(j.result())
                 except Exception as exc:  # the job died outside run_task (killed, out of memory, ...)
-                    report({"key": t["key"], "status": "failed", "run_dir": None,
-                            "error": f"job {j.job_id}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}"})
+                    error = f"job {j.job_id}: {type(exc).__name__}: {' '.join(str(exc).split())[-300:]}"
+                    _job_failed(sweep_dir, t["key"], error)
+                    report({"key": t["key"], "status": "failed", "run_dir": None, "error": error})
             if not done:
                 time.sleep(0.5)
     except KeyboardInterrupt:

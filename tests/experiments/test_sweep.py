@@ -298,11 +298,20 @@ def test_launcher_that_cannot_start_hands_back_its_cells(tmp_path, capsys):
 
     if shutil.which("srun"):
         pytest.skip("this machine has SLURM")
-    f = _yaml(tmp_path)
-    for extra in (["--launcher", "slurm"], ["--launcher", "submitit-local", "--launcher-opt", "no_such_option=1"]):
-        out = tmp_path / extra[-1].replace("=", "_")
-        assert main(["sweep", str(f), "--grid", "params.x=1,2", "--out", str(out), *extra]) == 2
-        assert "cannot start the" in capsys.readouterr().err
-        m = read_manifest(out)
-        assert {e["status"] for e in m["cells"].values()} == {"pending"}
-        assert all(e["owner"] is None and e["attempts"] == 0 for e in m["cells"].values())
+    out = tmp_path / "sw"
+    assert main(["sweep", str(_yaml(tmp_path)), "--grid", "params.x=1,2", "--out", str(out), "--launcher", "slurm"]) == 2
+    assert "cannot start the slurm launcher" in capsys.readouterr().err
+    m = read_manifest(out)
+    assert {e["status"] for e in m["cells"].values()} == {"pending"}
+    assert all(e["owner"] is None and e["attempts"] == 0 for e in m["cells"].values())
+
+
+def test_a_worker_that_cannot_import_the_kind_fails_its_cells(tmp_path, monkeypatch):
+    """The kind's module is imported in the worker: when it cannot be, the cell fails (with the error)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # a submitit job: sweep_kinds is not importable there
+    pytest.importorskip("submitit")
+    args = ["sweep", str(_yaml(tmp_path)), "--grid", "params.x=1", "--out", str(tmp_path / "sw"),
+            "--launcher", "submitit-local"]
+    assert main(args) == 1
+    (e,) = read_manifest(tmp_path / "sw")["cells"].values()
+    assert e["status"] == "failed" and "No module named 'sweep_kinds'" in e["error"] and e["owner"] is None
