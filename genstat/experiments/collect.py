@@ -72,8 +72,22 @@ def _sweep_runs(sweep_dir: Path) -> list[RunInfo]:
     m = read_manifest(sweep_dir) or {}
     grid = tuple(m.get("grid", {}))
     keys = tuple(m.get("keys", []))
+    values = {}
+    for k, vs in m.get("grid", {}).items():
+        try:  # sorted where the values compare (numbers, strings, lists of numbers), else as given
+            vs = sorted(vs)
+        except TypeError:
+            pass
+        values[k] = [json.dumps(v, sort_keys=True) for v in vs]
+
+    def order(entry: dict) -> tuple:  # by grid value, then seed (not the order entries were added)
+        ov = entry.get("overrides", {})
+        pos = [values[k].index(json.dumps(ov[k], sort_keys=True)) if k in ov and json.dumps(ov[k], sort_keys=True)
+               in values[k] else len(values[k]) for k in values]
+        return (*pos, entry.get("seed", 0))
+
     out = []
-    for entry in m.get("cells", {}).values():
+    for entry in sorted(m.get("cells", {}).values(), key=order):
         if entry.get("run_dir"):
             out.append(_run_info(sweep_dir / entry["run_dir"], cell=entry["cell"], sweep=sweep_dir,
                                  grid_keys=grid, keys=keys))
