@@ -15,6 +15,7 @@ import torch
 
 from genstat.mc import normal_interval
 
+from ._mle import fit_peaked, fit_smooth
 from .ggd import GeneralizedGaussian, ggd_excess_kurtosis
 
 __all__ = ["GGDFitResult", "GGDFit", "fit_ggd", "ggd_fisher_information", "invert_ggd_kurtosis"]
@@ -419,32 +420,42 @@ def fit_ggd(
                              f"{tuple(loc0.shape)}") from exc
     else:
         loc0 = flat.mean(-1, dtype=torch.float64)
-    buf = torch.empty_like(flat)  # reused by the MLE: fresh 8-byte-per-sample tensors cost page faults
-    m2, m4, beta, alpha = _moment_fit(flat, loc0, buf)
-    # For beta <= 1 the likelihood in mu has cusps at the data points (and infinite Fisher information
-    # for beta <= 1/2), and for beta slightly above 1 the location steps crawl: groups whose kurtosis
-    # start has beta <= 1.5 take the sample median (the MLE at beta = 1, 83% efficient at 1.5).
-    use_median = (beta <= _MEDIAN_BETA) if (fix_loc is None and method == "mle") else torch.zeros_like(beta, dtype=torch.bool)
-    if torch.any(use_median):
-        loc0 = loc0.clone()
-        loc0[use_median] = _row_median(flat, use_median)
+    m2, m4, beta, alpha = _moment_fit(flat, loc0)
     if method == "kurtosis":
         loc = loc0
         scale_se, beta_se = _kurtosis_stderr(m2, m4, beta, alpha, n)
         loc_se = torch.zeros_like(loc) if fix_loc is not None else (m2 / n).sqrt()
         n_iter, converged = 0, torch.ones(G, dtype=torch.bool, device=x.device)
     else:
-        loc_fixed = use_median if fix_loc is None else torch.ones_like(use_median)
-        loc, alpha, beta, n_iter, converged = _mle(flat, loc0, beta, loc_fixed, max_iter, tol, buf)
+        s0 = m2.sqrt()
+        peaked = (beta <= _MEDIAN_BETA) if fix_loc is None else torch.zeros_like(beta, dtype=torch.bool)
+        loc, alpha, beta_hat = loc0.clone(), torch.empty_like(beta), torch.empty_like(beta)
+        converged = torch.zeros(G, dtype=torch.bool, device=x.device)
+        n_iter = 0
+        for rows, fn in ((~peaked, "smooth"), (peaked, "peaked")):
+            if not rows.any():
+                continue
+            idx = rows.nonzero().flatten()
+            sub = flat if idx.numel() == G else flat.index_select(0, idx)
+            if fn == "smooth":
+                res = fit_smooth(sub, loc0[idx], beta[idx], s0[idx], fix_loc is None, max_iter, tol)
+            else:
+                res = fit_peaked(sub, beta[idx], s0[idx], max_iter, tol)
+            loc[idx], alpha[idx], beta_hat[idx] = res[0], res[1], res[2]
+            converged[idx] = res[4]
+            n_iter = max(n_iter, res[3])
+        beta = beta_hat
         cov = torch.linalg.inv(ggd_fisher_information(beta)) / n
         scale_se = alpha * cov[:, 0, 0].sqrt()
         beta_se = beta * cov[:, 1, 1].sqrt()
         a = 1 / beta
         info_mu = torch.where(beta > 0.5, beta**2 * torch.exp(torch.lgamma((2 - a).clamp_min(1e-3))
                                                                  - torch.lgamma(a)) / alpha**2, torch.nan)
-        # the median's asymptotic standard error is 1 / (2 p(mu) sqrt(n)) = alpha Gamma(1/beta) / (beta sqrt(n))
+        # for beta <= 1 the location's likelihood has cusps and, near 1/2, unbounded information: the
+        # asymptotic 1/(n I) is far too optimistic at any n we see. Report the median's standard error
+        # alpha Gamma(1/beta) / (beta sqrt(n)) there, a conservative bound (the MLE is at least as efficient)
         se_median = alpha * torch.exp(torch.lgamma(a)) / (beta * math.sqrt(n))
-        loc_se = torch.where(use_median, se_median, (1 / (n * info_mu)).sqrt())
+        loc_se = torch.where(beta > 1, (1 / (n * info_mu)).sqrt(), se_median)
         if fix_loc is not None:
             loc_se = torch.zeros_like(loc)
 
