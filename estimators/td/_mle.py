@@ -29,9 +29,38 @@ __all__: list[str] = []
 BETA_MIN, BETA_MAX = 0.05, 50.0
 _CHUNK = 1 << 16  # elements per chunk of rows: a chunk's temporaries stay in the L2 cache
 _F64 = torch.float64
+#: elementwise work dtype of the passes over the data (sums are accumulated in float64 where noted)
+_WORK = torch.float32
+_TRACE = False
 #: near set of the peaked path: the K order statistics around the centre, of which the central
 #: M are the candidate locations (the far points enter through a Taylor expansion of order _TAYLOR)
 _NEAR, _INNER, _TAYLOR = 256, 32, 6
+#: coarse candidates beyond each edge of the window: every _STRIDE-th point, _COARSE of them
+_STRIDE, _COARSE = 4, 16
+#: at most this many Newton steps in log beta at the median before the location search starts
+_PHASE_A = 3
+
+
+def _block(n: int) -> int | None:
+    """The largest divisor of ``n`` in [32, 128] (None if there is none)."""
+    return next((b for b in range(128, 31, -1) if n % b == 0), None)
+
+
+def _rowsum(a: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """Float64 row sums of a contiguous float32 (rows, n) tensor.
+
+    ``exact=False``: torch's float32 sum (relative error ~1e-7; enough for the Newton steps, whose
+    error it moves by ~1e-5 standard errors). ``exact=True``: float32 sums over ~100-column blocks,
+    then float64 across blocks (relative error ~1e-8 of the summands' magnitude; used where signed sums
+    with cancellation are compared, the far moments of the location search), ~2x the cost.
+    """
+    if not exact:
+        return a.sum(-1).double()
+    r, n = a.shape
+    b = _block(n)
+    if b is None:
+        return a.sum(-1, dtype=_F64)
+    return a.view(r, b, n // b).sum(1).sum(-1, dtype=_F64)
 
 
 def _profile_derivatives(beta: torch.Tensor, n: int, s: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,36 +105,70 @@ def _expected_info(beta: torch.Tensor, S: torch.Tensor, n: int) -> tuple[torch.T
     return i_t, torch.where(beta > 0.5, i_u, torch.nan)
 
 
-def _rows(x: torch.Tensor, rows: torch.Tensor | None, s: int, r: int) -> torch.Tensor:
-    return x[s:s + r] if rows is None else x.index_select(0, rows[s:s + r])
+def prepare(x: torch.Tensor, loc0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x - loc0`` as a float32 copy, with the per-row second and fourth moments about ``loc0`` (float64).
 
-
-def _smooth_sums(x: torch.Tensor, rows: torch.Tensor | None, mu: torch.Tensor, inv_s: torch.Tensor,
-                 beta: torch.Tensor, with_mu: bool) -> torch.Tensor:
-    """Sums (S, SL, SLL[, P1, Q1, P2]) of :func:`_profile_derivatives` for the given rows (all if None)."""
-    n, dtype = x.shape[1], x.dtype
-    R = x.shape[0] if rows is None else rows.numel()
-    out = torch.empty((R, 6 if with_mu else 3), dtype=_F64, device=x.device)
-    floor = torch.finfo(dtype).tiny ** 0.25
+    The centring is done in ``x``'s dtype (exact enough for data far from the origin); the passes of the
+    fits below run on this copy (float32 elementwise work is ~2.5x faster than float64 and, with the
+    sums accumulated as noted, moves the estimates by far less than a standard error: see docs/td.md).
+    """
+    G, n = x.shape
+    xc = torch.empty((G, n), dtype=_WORK, device=x.device)
+    m2 = torch.empty(G, dtype=_F64, device=x.device)
+    m4 = torch.empty(G, dtype=_F64, device=x.device)
     step = max(1, _CHUNK // n)
+    for s in range(0, G, step):
+        r = min(step, G - s)
+        d = torch.sub(x[s:s + r], loc0[s:s + r, None].to(x.dtype))
+        d2 = d * d
+        m2[s:s + r] = d2.sum(-1, dtype=_F64) / n
+        m4[s:s + r] = d2.mul_(d2).sum(-1, dtype=_F64) / n
+        xc[s:s + r] = d
+    return xc, m2, m4
+
+
+def _smooth_sums(xc: torch.Tensor, rows: torch.Tensor | None, u: torch.Tensor, beta: torch.Tensor,
+                 with_mu: bool) -> torch.Tensor:
+    """Sums (S, SL, SLL[, P1, Q1, P2]) of :func:`_profile_derivatives` at the scaled location ``u`` for
+    the given rows (all if None) of the centred, scaled float32 data ``xc``."""
+    n = xc.shape[1]
+    R = xc.shape[0] if rows is None else rows.numel()
+    out = torch.empty((R, 6 if with_mu else 3), dtype=_F64, device=xc.device)
+    floor = torch.finfo(_WORK).tiny ** 0.25
+    step = max(1, _CHUNK // n)
+    uw, bw = u.to(_WORK)[:, None], beta.to(_WORK)[:, None]
     for s in range(0, R, step):
         r = min(step, R - s)
-        xs = _rows(x, rows, s, r)
-        d = torch.sub(xs, mu[s:s + r, None].to(dtype)).mul_(inv_s[s:s + r, None].to(dtype))
+        xs = xc[s:s + r] if rows is None else xc.index_select(0, rows[s:s + r])
+        d = torch.sub(xs, uw[s:s + r])
         L = d.abs().clamp_(min=floor).log_()
-        e = torch.mul(L, beta[s:s + r, None].to(dtype)).exp_()
+        e = torch.mul(L, bw[s:s + r]).exp_()
         t = torch.mul(e, L)
         o = out[s:s + r]
-        o[:, 0] = e.sum(-1, dtype=_F64)
-        o[:, 1] = t.sum(-1, dtype=_F64)
-        o[:, 2] = t.mul_(L).sum(-1, dtype=_F64)
+        o[:, 0] = _rowsum(e)
+        o[:, 1] = _rowsum(t)
+        o[:, 2] = _rowsum(t.mul_(L))
         if with_mu:
             D = d.reciprocal_().clamp_(-1 / floor, 1 / floor)
             torch.mul(e, D, out=t)
-            o[:, 3] = t.sum(-1, dtype=_F64)
-            o[:, 4] = L.mul_(t).sum(-1, dtype=_F64)
-            o[:, 5] = t.mul_(D).sum(-1, dtype=_F64)
+            o[:, 3] = _rowsum(t)
+            o[:, 4] = _rowsum(L.mul_(t))
+            o[:, 5] = _rowsum(t.mul_(D))
     return out
+
+
+def _gain_tol(tol: float, n: int) -> float:
+    """The stopping threshold on the log-likelihood gain predicted for a Newton step, which is then
+    taken without another pass over the data.
+
+    Newton's method converges quadratically: a step of ``s`` standard errors (gain ``s^2/2``) leaves an
+    error of ~``c s^2 / sqrt(n)`` standard errors (``c`` the ratio of third to second derivatives of the
+    log-likelihood per observation, O(1) here), i.e. a residual gain ~``2 c^2 gain^2 / n``. Below
+    ``sqrt(n tol) / 10`` that residual is below ``tol`` (for ``c <= 3``). The floor ``1e-13 n`` is the
+    resolution of the float32 passes (sums with relative error ~1e-7 give Newton steps that gain
+    ~``1e-14 n`` by noise alone).
+    """
+    return max(tol, 1e-13 * n, math.sqrt(n * tol) / 10)
 
 
 def _final_alpha(beta, logS, s0, n):
@@ -113,53 +176,52 @@ def _final_alpha(beta, logS, s0, n):
     return s0 * torch.exp((torch.log(beta) + logS - math.log(n)) / beta)
 
 
-def fit_smooth(x: torch.Tensor, mu: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor, loc_free: bool,
-               max_iter: int, tol: float) -> tuple[torch.Tensor, ...]:
-    """Joint Newton in ``(mu, log beta)`` (or ``log beta`` alone with ``loc_free=False``) for all rows of ``x``.
+def fit_smooth(xc: torch.Tensor, beta: torch.Tensor, loc_free: bool, max_iter: int, tol: float
+               ) -> tuple[torch.Tensor, ...]:
+    """Joint Newton in ``(u, log beta)`` (or ``log beta`` alone with ``loc_free=False``) for all rows of
+    the centred, scaled data ``xc``, from ``u = 0``.
 
-    Returns ``(mu, alpha, beta, n_iter, converged)`` (float64 per row).
+    Returns ``(u, alpha, beta, n_iter, converged)`` (float64 per row; ``u`` and ``alpha`` in the scaled units).
     """
-    G, n = x.shape
-    dev = x.device
-    eps = torch.finfo(x.dtype).eps
-    inv_s = 1 / s0
+    G, n = xc.shape
+    dev = xc.device
+    eps = torch.finfo(_WORK).eps
     t = beta.log()
-    mu = mu.clone()
-    acc_mu, acc_t = mu.clone(), t.clone()
+    u = torch.zeros(G, dtype=_F64, device=dev)
+    acc_u, acc_t = u.clone(), t.clone()
     acc_g = torch.full((G,), -math.inf, dtype=_F64, device=dev)
     alpha = torch.full((G,), math.nan, dtype=_F64, device=dev)
     converged = torch.zeros(G, dtype=torch.bool, device=dev)
     active = torch.ones(G, dtype=torch.bool, device=dev)
     t_lo, t_hi = math.log(BETA_MIN), math.log(BETA_MAX)
+    ones = torch.ones(G, dtype=_F64, device=dev)
     it = 0
     for it in range(1, max_iter + 1):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
         rows = None if idx.numel() == G else idx
-        m, tt = mu[idx], t[idx]
+        m, tt = u[idx], t[idx]
         b = tt.exp()
-        sums = _smooth_sums(x, rows, m, inv_s[idx], b, loc_free)
+        sums = _smooth_sums(xc, rows, m, b, loc_free)
         dv = _profile_derivatives(b, n, sums)
         g = dv["g"]
         # backtrack where the last step lowered the likelihood (beyond the rounding noise of g)
         slack = 100 * eps * g.abs().clamp(min=1.0)
         worse = g < acc_g[idx] - slack
-        tiny = ((m - acc_mu[idx]).abs() * inv_s[idx] < 1e-13) & ((tt - acc_t[idx]).abs() < 1e-13)
+        tiny = ((m - acc_u[idx]).abs() < 1e-12) & ((tt - acc_t[idx]).abs() < 1e-12)
         stuck = worse & tiny  # the step is at rounding level: the accepted point is the optimum
         back = worse & ~tiny
         ok = ~worse
-        mu[idx] = torch.where(back, 0.5 * (m + acc_mu[idx]), m)
+        u[idx] = torch.where(back, 0.5 * (m + acc_u[idx]), m)
         t[idx] = torch.where(back, 0.5 * (tt + acc_t[idx]), tt)
         if stuck.any():
-            # alpha of the accepted point was recorded when it was accepted
-            si = idx[stuck]
-            mu[si], t[si] = acc_mu[si], acc_t[si]
+            si = idx[stuck]  # alpha of the accepted point was recorded when it was accepted
+            u[si], t[si] = acc_u[si], acc_t[si]
             converged[si] = True
             active[si] = False
         if not ok.any():
             continue
-        # Newton step at the accepted points
         gt, gtt = dv["gt"], dv["gtt"]
         i_t, i_u = _expected_info(b, sums[:, 0], n)
         if loc_free:
@@ -168,33 +230,46 @@ def fit_smooth(x: torch.Tensor, mu: torch.Tensor, beta: torch.Tensor, s0: torch.
             newton = (guu < 0) & (gtt < 0) & (det > 0)
             du = torch.where(newton, -(gtt * gu - gut * gt) / det, gu / i_u)
             dt = torch.where(newton, -(guu * gt - gut * gu) / det, gt / i_t)
-            du = torch.nan_to_num(du, nan=0.0).clamp(-1.0, 1.0)
+            du = torch.nan_to_num(du, nan=0.0)
         else:
             newton = gtt < 0
             gu = du = torch.zeros_like(gt)
             dt = torch.where(newton, -gt / gtt, gt / i_t)
-        dt = dt.clamp(-1.0, 1.0)
-        dt = (tt + dt).clamp(t_lo, t_hi) - tt
+        # at a bound of beta with the step pointing out: optimise the location alone (projected Newton)
+        pinned = ((tt >= t_hi - 1e-12) & (dt > 0)) | ((tt <= t_lo + 1e-12) & (dt < 0))
+        if loc_free and bool(pinned.any()):
+            gu, guu = dv["gu"], dv["guu"]
+            du = torch.where(pinned, torch.where(guu < 0, -gu / guu, gu / i_u).nan_to_num(0.0), du)
+            dt = torch.where(pinned, 0.0, dt)
+            gt = torch.where(pinned, 0.0, gt)
+        elif bool(pinned.any()):
+            dt = torch.where(pinned, 0.0, dt)
+            gt = torch.where(pinned, 0.0, gt)
+        # shorten the step as a whole (keeping its direction) to at most 1 in u and t and inside the bounds
+        shrink = 1 / torch.maximum(torch.maximum(du.abs(), dt.abs()), torch.ones_like(dt))
+        room = torch.where(dt > 0, t_hi - tt, tt - t_lo) / dt.abs().clamp_min(1e-300)
+        shrink = torch.minimum(shrink, room.clamp(0.0, 1.0))
+        du, dt = du * shrink, dt * shrink
         gain = 0.5 * n * (gu * du + gt * dt)
-        done = ok & newton & (gain.abs() < tol)
+        # Newton's quadratic convergence (which lets the relaxed threshold stop a step early) needs a
+        # smooth location Hessian, sum |d|^(beta - 2): beta >= 2; below, the strict threshold
+        thr = torch.where(newton & ~pinned & (b >= 2), _gain_tol(tol, n), max(tol, 1e-13 * n))
+        done = ok & (gain.abs() < thr)
         # first-order update of log S for the final step (no further pass over the data)
         db = b * torch.expm1(dt)
-        if loc_free:
-            dlogS = (-b * sums[:, 3] * du + sums[:, 1] * db) / sums[:, 0]
-        else:
-            dlogS = sums[:, 1] * db / sums[:, 0]
-        b_new = (tt + dt).exp()
-        alpha_now = _final_alpha(b, dv["logS"], s0[idx], n)
+        dlogS = ((-b * sums[:, 3] * du) if loc_free else 0.0) + sums[:, 1] * db
+        dlogS = dlogS / sums[:, 0]
+        alpha_now = _final_alpha(b, dv["logS"], ones[idx], n)
         oi = idx[ok]
-        acc_mu[oi], acc_t[oi], acc_g[oi] = m[ok], tt[ok], g[ok]
+        acc_u[oi], acc_t[oi], acc_g[oi] = m[ok], tt[ok], g[ok]
         alpha[oi] = alpha_now[ok]  # the accepted point's alpha (used if a later step is stuck)
-        mu[oi] = (m + s0[idx] * du)[ok]
+        u[oi] = (m + du)[ok]
         t[oi] = (tt + dt)[ok]
         di = idx[done]
-        alpha[di] = _final_alpha(b_new, dv["logS"] + dlogS, s0[idx], n)[done]
+        alpha[di] = _final_alpha((tt + dt).exp(), dv["logS"] + dlogS, ones[idx], n)[done]
         converged[di] = True
         active[di] = False
-    return mu, alpha, t.exp(), it, converged
+    return u, alpha, t.exp(), it, converged
 
 
 # ------------------------------------------------------------------------------------------------ peaked
@@ -205,32 +280,36 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, -1).values
 
 
-def _peaked_sums(xs: torch.Tensor, c: torch.Tensor, inv_s: torch.Tensor, beta: torch.Tensor,
+def _peaked_sums(xs: torch.Tensor, rows: torch.Tensor | None, u: torch.Tensor, beta: torch.Tensor,
                  near: torch.Tensor) -> torch.Tensor:
-    """Per row: ``S, SL, SLL`` over all points and the far moments ``M_k = sum_far e D^k``
-    (``k = 0.._TAYLOR``; far: outside the columns ``near``) at location ``c``."""
-    R, n = xs.shape
-    dtype = xs.dtype
+    """Per row of the sorted, centred, scaled float32 data ``xs`` at the scaled location ``u``: ``S, SL,
+    SLL`` over all points and the far moments ``M_k = sum_far e D^k`` (``k = 0.._TAYLOR``; far: outside
+    the columns ``near``), all accumulated in float64 (the moments' variation over the candidate
+    locations is what the location search compares)."""
+    n = xs.shape[1]
+    R = xs.shape[0] if rows is None else rows.numel()
     out = torch.empty((R, 4 + _TAYLOR), dtype=_F64, device=xs.device)
-    floor = torch.finfo(dtype).tiny ** 0.25
+    floor = torch.finfo(_WORK).tiny ** 0.25
     step = max(1, _CHUNK // n)
+    uw, bw = u.to(_WORK)[:, None], beta.to(_WORK)[:, None]
     for s in range(0, R, step):
         r = min(step, R - s)
-        d = torch.sub(xs[s:s + r], c[s:s + r, None].to(dtype)).mul_(inv_s[s:s + r, None].to(dtype))
+        xr = xs[s:s + r] if rows is None else xs.index_select(0, rows[s:s + r])
+        d = torch.sub(xr, uw[s:s + r])
         L = d.abs().clamp_(min=floor).log_()
-        e = torch.mul(L, beta[s:s + r, None].to(dtype)).exp_()
+        e = torch.mul(L, bw[s:s + r]).exp_()
         t = torch.mul(e, L)
         o = out[s:s + r]
-        o[:, 0] = e.sum(-1, dtype=_F64)
-        o[:, 1] = t.sum(-1, dtype=_F64)
-        o[:, 2] = t.mul_(L).sum(-1, dtype=_F64)
+        o[:, 0] = _rowsum(e, True)
+        o[:, 1] = _rowsum(t, True)
+        o[:, 2] = _rowsum(t.mul_(L), True)
         idx = near[s:s + r]
         e.scatter_(1, idx, 0.0)
         D = d.scatter_(1, idx, 1.0).reciprocal_()
-        o[:, 3] = e.sum(-1, dtype=_F64)
+        o[:, 3] = _rowsum(e, True)
         for k in range(1, _TAYLOR + 1):
             e.mul_(D)
-            o[:, 3 + k] = e.sum(-1, dtype=_F64)
+            o[:, 3 + k] = _rowsum(e, True)
     return out
 
 
@@ -273,7 +352,7 @@ def _near_sum(y: torch.Tensor, delta: torch.Tensor, beta: torch.Tensor, power_sh
 
 
 def _local_location(y: torch.Tensor, pos: torch.Tensor, far: torch.Tensor, beta: torch.Tensor,
-                    phi_tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         phi_tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ``Phi(delta) = sum_i |y_i - delta|^beta`` (near points exactly, far ones by Taylor)
     over the candidate window: the data points ``y[pos - M/2 : pos + M/2]`` for ``beta <= 1`` (the
     minimum sits on one of them), plus the smooth minimum next to the best one for ``beta > 1``.
@@ -284,15 +363,30 @@ def _local_location(y: torch.Tensor, pos: torch.Tensor, far: torch.Tensor, beta:
     R, K = y.shape
     M = min(_INNER, K)
     a = _far_poly(far, beta)
-    ci = (pos[:, None] - M // 2 + torch.arange(M, device=y.device)).clamp(0, K - 1)
+    # candidates: every point of the window, and beyond each edge every _STRIDE-th point out to
+    # _COARSE steps, used only when the window's best point is at that edge (a coarse move; the
+    # next round, centred there, compares the points around it accurately)
+    ar = torch.arange(M, device=y.device)
+    out = M // 2 + _STRIDE * torch.arange(1, _COARSE + 1, device=y.device)
+    offs = torch.cat([ar - M // 2, -out.flip(0) - 1 + M % 2, out])
+    ci = (pos[:, None] + offs).clamp(0, K - 1)
     cand = y.gather(1, ci)
-    phi = _poly(a, cand) + _near_sum(y, cand, beta)
+    step = max(1, _CHUNK // (K * offs.numel()))  # (rows, candidates, K) temporaries that fit in cache
+    near = torch.cat([_near_sum(y[s:s + step], cand[s:s + step], beta[s:s + step]) for s in range(0, R, step)])
+    phi = _poly(a, cand) + near
     zero = torch.zeros((R, 1), dtype=y.dtype, device=y.device)
     phi0 = (_poly(a, zero) + _near_sum(y, zero, beta))[:, 0]
-    j = phi.argmin(1)
+    jf = phi[:, :M].argmin(1)
+    at_lo = (jf == 0) & (ci[:, 0] > 0)
+    at_hi = (jf == M - 1) & (ci[:, M - 1] < K - 1)
+    blocked = torch.zeros_like(phi, dtype=torch.bool)
+    blocked[:, M:M + _COARSE] = ~at_lo[:, None]
+    blocked[:, M + _COARSE:] = ~at_hi[:, None]
+    j = phi.masked_fill(blocked, math.inf).argmin(1)
     best = phi.gather(1, j[:, None])[:, 0]
     delta = cand.gather(1, j[:, None])[:, 0]
-    smooth = beta > 1
+    coarse = j >= M
+    smooth = (beta > 1) & ~coarse
     if smooth.any():
         # Phi is smooth and convex between data points: safeguarded Newton in the interval next to the
         # best data point on the side where Phi decreases
@@ -332,15 +426,20 @@ def _local_location(y: torch.Tensor, pos: torch.Tensor, far: torch.Tensor, beta:
     return torch.where(keep, 0.0, delta), torch.where(keep, 0.0, phi0 - best)
 
 
-def fit_peaked(x: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor, max_iter: int, tol: float
-               ) -> tuple[torch.Tensor, ...]:
+def fit_peaked(x: torch.Tensor, loc0: torch.Tensor, s0: torch.Tensor, beta: torch.Tensor, max_iter: int,
+               tol: float) -> tuple[torch.Tensor, ...]:
     """Alternating exact location search and Newton steps in ``log beta`` (see the module docstring),
-    from the lower median. Returns ``(mu, alpha, beta, n_iter, converged)``."""
+    from the lower median. ``x`` holds the rows in the input dtype; the passes run on a sorted float32
+    copy centred at ``loc0`` and scaled by ``s0``, the location search on the exact order statistics.
+
+    Returns ``(mu, alpha, beta, n_iter, converged)`` (float64 per row, ``mu`` and ``alpha`` in data units).
+    """
     R, n = x.shape
     dev = x.device
     xs = _sorted_rows(x)
+    xs32 = ((xs - loc0[:, None].to(xs.dtype)) / s0[:, None].to(xs.dtype)).to(_WORK)
     K = min(_NEAR, n)
-    c = xs[:, (n - 1) // 2].double().clone()  # .double() of float64 data is a view into xs
+    c = xs[:, (n - 1) // 2].double().clone()  # .double() of float64 data would be a view into xs
     inv_s = 1 / s0
     t = beta.log()
     t_lo, t_hi = math.log(BETA_MIN), math.log(BETA_MAX)
@@ -348,31 +447,43 @@ def fit_peaked(x: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor, max_iter: 
     converged = torch.zeros(R, dtype=torch.bool, device=dev)
     active = torch.ones(R, dtype=torch.bool, device=dev)
     ar = torch.arange(K, device=dev)
+    # first Newton steps in log beta at the median, with the cheap sums (no far moments, no location
+    # search): the kurtosis start is often 10% off, and the location search is wasted until beta settles
+    u0 = (c - loc0) * inv_s
     it = 0
-    for it in range(1, max_iter + 1):
+    for _ in range(min(_PHASE_A, max_iter - 1)):
+        b = t.exp()
+        dv = _profile_derivatives(b, n, _smooth_sums(xs32, None, u0, b, False))
+        i_t, _ = _expected_info(b, dv["logS"].exp(), n)
+        dt = torch.where(dv["gtt"] < 0, -dv["gt"] / dv["gtt"], dv["gt"] / i_t).clamp(-1.0, 1.0)
+        t = (t + dt).clamp(t_lo, t_hi)
+        it += 1
+        if bool((dt.abs() < 0.02).all()):
+            break
+    for it in range(it + 1, max_iter + 1):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
-        xa = xs if idx.numel() == R else xs[idx]
+        rows = None if idx.numel() == R else idx
         ca, ta, isa = c[idx], t[idx], inv_s[idx]
         b = ta.exp()
-        pos = torch.searchsorted(xa, ca.to(xa.dtype)[:, None]).squeeze(1)
+        pos = torch.searchsorted(xs, c.to(xs.dtype)[:, None]).squeeze(1)[idx]
         lo = (pos - K // 2).clamp(0, n - K)
         near = lo[:, None] + ar
-        sums = _peaked_sums(xa, ca, isa, b, near)
+        sums = _peaked_sums(xs32, rows, (ca - loc0[idx]) * isa, b, near)
         dv = _profile_derivatives(b, n, sums[:, :3])
         i_t, _ = _expected_info(b, sums[:, 0], n)
         gt, gtt = dv["gt"], dv["gtt"]
         dt = torch.where(gtt < 0, -gt / gtt, gt / i_t).clamp(-1.0, 1.0)
         dt = (ta + dt).clamp(t_lo, t_hi) - ta
         gain_t = 0.5 * n * gt * dt
-        y = (xa.gather(1, near).double() - ca[:, None]) * isa[:, None]
+        y = (xs[idx[:, None], near].double() - ca[:, None]) * isa[:, None]
         # a location drop of phi_tol in S changes the log-likelihood by n/b phi_tol/S = tol/100
         delta, drop = _local_location(y, pos - lo, sums[:, 3:], b, 0.01 * tol * b * sums[:, 0] / n)
         gain_u = n / b * drop / sums[:, 0]
-        done = (gain_t.abs() < tol) & (gain_u < tol)
-        move = ~done | (gain_u >= tol)
-        c[idx] = torch.where(move, ca + delta / isa, ca)
+        # the location move is discrete (not a Newton step): it must gain less than tol itself
+        done = (gain_t.abs() < max(tol, 1e-13 * n)) & (gain_u < max(tol, 1e-13 * n))
+        c[idx] = torch.where(done, ca, ca + delta / isa)
         t[idx] = ta + dt
         db = b * torch.expm1(dt)
         logS = dv["logS"] + sums[:, 1] * db / sums[:, 0]
@@ -380,4 +491,7 @@ def fit_peaked(x: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor, max_iter: 
         alpha[di] = _final_alpha((ta + dt).exp(), logS, s0[idx], n)[done]
         converged[di] = True
         active[di] = False
+        if _TRACE:
+            print(f"round {it}: active {idx.numel()}, moved {int((delta != 0).sum())}, "
+                  f"max gain_t {float(gain_t.abs().max()):.3g}, max gain_u {float(gain_u.max()):.3g}")
     return c, alpha, t.exp(), it, converged

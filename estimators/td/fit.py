@@ -15,7 +15,7 @@ import torch
 
 from genstat.mc import normal_interval
 
-from ._mle import fit_peaked, fit_smooth
+from ._mle import fit_peaked, fit_smooth, prepare
 from .ggd import GeneralizedGaussian, ggd_excess_kurtosis
 
 __all__ = ["GGDFitResult", "GGDFit", "fit_ggd", "ggd_fisher_information", "invert_ggd_kurtosis"]
@@ -420,7 +420,11 @@ def fit_ggd(
                              f"{tuple(loc0.shape)}") from exc
     else:
         loc0 = flat.mean(-1, dtype=torch.float64)
-    m2, m4, beta, alpha = _moment_fit(flat, loc0)
+    xc, m2, m4 = prepare(flat, loc0)
+    if torch.any(m2 <= 0):
+        raise ValueError("x has a group whose samples are all equal (zero spread): the scale is 0")
+    beta = invert_ggd_kurtosis(m4 / m2.pow(2) - 3)
+    alpha = torch.exp(0.5 * (m2.log() + torch.lgamma(1 / beta) - torch.lgamma(3 / beta)))
     if method == "kurtosis":
         loc = loc0
         scale_se, beta_se = _kurtosis_stderr(m2, m4, beta, alpha, n)
@@ -428,22 +432,33 @@ def fit_ggd(
         n_iter, converged = 0, torch.ones(G, dtype=torch.bool, device=x.device)
     else:
         s0 = m2.sqrt()
+        xc.mul_((1 / s0).to(xc.dtype)[:, None])
         peaked = (beta <= _MEDIAN_BETA) if fix_loc is None else torch.zeros_like(beta, dtype=torch.bool)
         loc, alpha, beta_hat = loc0.clone(), torch.empty_like(beta), torch.empty_like(beta)
         converged = torch.zeros(G, dtype=torch.bool, device=x.device)
         n_iter = 0
-        for rows, fn in ((~peaked, "smooth"), (peaked, "peaked")):
+        for fn in ("smooth", "peaked"):
+            rows = ~peaked if fn == "smooth" else peaked
             if not rows.any():
                 continue
             idx = rows.nonzero().flatten()
-            sub = flat if idx.numel() == G else flat.index_select(0, idx)
+            every = idx.numel() == G
             if fn == "smooth":
-                res = fit_smooth(sub, loc0[idx], beta[idx], s0[idx], fix_loc is None, max_iter, tol)
+                u, a_s, b_s, it, conv = fit_smooth(xc if every else xc.index_select(0, idx), beta[idx],
+                                                   fix_loc is None, max_iter, tol)
+                loc[idx], alpha[idx] = loc0[idx] + s0[idx] * u, s0[idx] * a_s
+                if fix_loc is None:
+                    # a noisy kurtosis start can send a peaked group here; Newton in the location is
+                    # unreliable once the likelihood is close to piecewise linear in it: redo those
+                    back = torch.zeros_like(peaked)
+                    back[idx] = b_s <= _MEDIAN_BETA
+                    peaked = peaked | back
+                    beta = torch.where(back, b_s.new_zeros(G).index_put((idx,), b_s), beta)
             else:
-                res = fit_peaked(sub, beta[idx], s0[idx], max_iter, tol)
-            loc[idx], alpha[idx], beta_hat[idx] = res[0], res[1], res[2]
-            converged[idx] = res[4]
-            n_iter = max(n_iter, res[3])
+                sub = flat if every else flat.index_select(0, idx)
+                loc[idx], alpha[idx], b_s, it, conv = fit_peaked(sub, loc0[idx], s0[idx], beta[idx], max_iter, tol)
+            beta_hat[idx], converged[idx] = b_s, conv
+            n_iter = max(n_iter, it)
         beta = beta_hat
         cov = torch.linalg.inv(ggd_fisher_information(beta)) / n
         scale_se = alpha * cov[:, 0, 0].sqrt()
