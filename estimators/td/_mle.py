@@ -38,7 +38,7 @@ _NEAR, _INNER, _TAYLOR = 256, 32, 6
 #: coarse candidates beyond each edge of the window: every _STRIDE-th point, _COARSE of them
 _STRIDE, _COARSE = 4, 16
 #: at most this many Newton steps in log beta at the median before the location search starts
-_PHASE_A = 3
+_PHASE_A = 1
 
 
 def _block(n: int) -> int | None:
@@ -120,7 +120,7 @@ def prepare(x: torch.Tensor, loc0: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     for s in range(0, G, step):
         r = min(step, G - s)
         d = torch.sub(x[s:s + r], loc0[s:s + r, None].to(x.dtype))
-        d2 = d * d
+        d2 = d.double().square_()  # float64: d^4 of float32 data overflows beyond |d| ~ 1e9
         m2[s:s + r] = d2.sum(-1, dtype=_F64) / n
         m4[s:s + r] = d2.mul_(d2).sum(-1, dtype=_F64) / n
         xc[s:s + r] = d
@@ -351,6 +351,13 @@ def _near_sum(y: torch.Tensor, delta: torch.Tensor, beta: torch.Tensor, power_sh
     return v.sum(-1)
 
 
+def _near_sums(y: torch.Tensor, cand: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """:func:`_near_sum` over chunks of rows whose (rows, candidates, K) temporaries fit in cache."""
+    step = max(1, _CHUNK // (y.shape[1] * cand.shape[1]))
+    return torch.cat([_near_sum(y[s:s + step], cand[s:s + step], beta[s:s + step])
+                      for s in range(0, y.shape[0], step)])
+
+
 def _local_location(y: torch.Tensor, pos: torch.Tensor, far: torch.Tensor, beta: torch.Tensor,
                          phi_tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ``Phi(delta) = sum_i |y_i - delta|^beta`` (near points exactly, far ones by Taylor)
@@ -363,36 +370,41 @@ def _local_location(y: torch.Tensor, pos: torch.Tensor, far: torch.Tensor, beta:
     R, K = y.shape
     M = min(_INNER, K)
     a = _far_poly(far, beta)
-    # candidates: every point of the window, and beyond each edge every _STRIDE-th point out to
-    # _COARSE steps, used only when the window's best point is at that edge (a coarse move; the
-    # next round, centred there, compares the points around it accurately)
-    ar = torch.arange(M, device=y.device)
-    out = M // 2 + _STRIDE * torch.arange(1, _COARSE + 1, device=y.device)
-    offs = torch.cat([ar - M // 2, -out.flip(0) - 1 + M % 2, out])
-    ci = (pos[:, None] + offs).clamp(0, K - 1)
+    # candidates: every point of the window; where its best is at an edge, also every _STRIDE-th
+    # point beyond that edge out to _COARSE of them (a coarse move; the next round, centred there,
+    # compares the points around it accurately)
+    ci = (pos[:, None] + torch.arange(M, device=y.device) - M // 2).clamp(0, K - 1)
     cand = y.gather(1, ci)
-    step = max(1, _CHUNK // (K * offs.numel()))  # (rows, candidates, K) temporaries that fit in cache
-    near = torch.cat([_near_sum(y[s:s + step], cand[s:s + step], beta[s:s + step]) for s in range(0, R, step)])
-    phi = _poly(a, cand) + near
+    phi = _poly(a, cand) + _near_sums(y, cand, beta)
     zero = torch.zeros((R, 1), dtype=y.dtype, device=y.device)
     phi0 = (_poly(a, zero) + _near_sum(y, zero, beta))[:, 0]
-    jf = phi[:, :M].argmin(1)
-    at_lo = (jf == 0) & (ci[:, 0] > 0)
-    at_hi = (jf == M - 1) & (ci[:, M - 1] < K - 1)
-    blocked = torch.zeros_like(phi, dtype=torch.bool)
-    blocked[:, M:M + _COARSE] = ~at_lo[:, None]
-    blocked[:, M + _COARSE:] = ~at_hi[:, None]
-    j = phi.masked_fill(blocked, math.inf).argmin(1)
+    j = phi.argmin(1)
     best = phi.gather(1, j[:, None])[:, 0]
     delta = cand.gather(1, j[:, None])[:, 0]
-    coarse = j >= M
+    jk = ci.gather(1, j[:, None])[:, 0]  # the best point's index in y
+    side = torch.where((j == 0) & (ci[:, 0] > 0), -1, torch.where((j == M - 1) & (ci[:, M - 1] < K - 1), 1, 0))
+    coarse = torch.zeros(R, dtype=torch.bool, device=y.device)
+    if bool((side != 0).any()):
+        ei = (side != 0).nonzero().flatten()
+        steps = _STRIDE * torch.arange(1, _COARSE + 1, device=y.device)
+        cc = (jk[ei, None] + side[ei, None] * steps).clamp(0, K - 1)
+        cv = y[ei].gather(1, cc)
+        cphi = _poly(a[ei], cv) + _near_sums(y[ei], cv, beta[ei])
+        cj = cphi.argmin(1)
+        cbest = cphi.gather(1, cj[:, None])[:, 0]
+        take = cbest < best[ei]
+        ti = ei[take]
+        best[ti] = cbest[take]
+        delta[ti] = cv.gather(1, cj[:, None])[:, 0][take]
+        jk[ti] = cc.gather(1, cj[:, None])[:, 0][take]
+        coarse[ti] = True
     smooth = (beta > 1) & ~coarse
     if smooth.any():
         # Phi is smooth and convex between data points: safeguarded Newton in the interval next to the
         # best data point on the side where Phi decreases
         ri = smooth.nonzero().flatten()
         ys, bs, aa = y[ri], beta[ri], a[ri]
-        jj = ci.gather(1, j[:, None])[ri, 0]
+        jj = jk[ri]
         z0 = delta[ri][:, None]
         slope = _poly(aa, z0, 1) - bs[:, None] * _near_sum(ys, z0, bs, 1.0, signed=True)
         other = torch.where(slope[:, 0] < 0, jj + 1, jj - 1).clamp(0, K - 1)
@@ -437,7 +449,10 @@ def fit_peaked(x: torch.Tensor, loc0: torch.Tensor, s0: torch.Tensor, beta: torc
     R, n = x.shape
     dev = x.device
     xs = _sorted_rows(x)
-    xs32 = ((xs - loc0[:, None].to(xs.dtype)) / s0[:, None].to(xs.dtype)).to(_WORK)
+    xs32 = torch.empty(xs.shape, dtype=_WORK, device=dev)
+    step = max(1, _CHUNK // n)
+    for s in range(0, R, step):  # the centred, scaled float32 copy, in cache-sized chunks
+        xs32[s:s + step] = (xs[s:s + step] - loc0[s:s + step, None].to(xs.dtype)).div_(s0[s:s + step, None].to(xs.dtype))
     K = min(_NEAR, n)
     c = xs[:, (n - 1) // 2].double().clone()  # .double() of float64 data would be a view into xs
     inv_s = 1 / s0

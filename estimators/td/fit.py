@@ -2,7 +2,8 @@
 
 Many groups (e.g. one per state, per ensemble member or per Monte Carlo replication) are fitted at
 once: the data are a tensor whose ``dim`` axis holds the samples of each group, and every per-group
-update is a vectorised torch operation, so 1000 groups cost a few passes over the data.
+update is a vectorised torch operation, so 1000 groups cost a few passes over the data. The
+maximum-likelihood engine is :mod:`._mle`.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import torch
 
 from genstat.mc import normal_interval
 
-from ._mle import fit_peaked, fit_smooth, prepare
+from ._mle import BETA_MAX, BETA_MIN, fit_peaked, fit_smooth, prepare
 from .ggd import GeneralizedGaussian, ggd_excess_kurtosis
 
 __all__ = ["GGDFitResult", "GGDFit", "fit_ggd", "ggd_fisher_information", "invert_ggd_kurtosis"]
 
-_BETA_MIN, _BETA_MAX = 0.05, 50.0
-#: groups whose kurtosis start has beta below this use the sample median as location
-_MEDIAN_BETA = 1.5
+_BETA_MIN, _BETA_MAX = BETA_MIN, BETA_MAX
+#: groups whose kurtosis start (or smooth-path estimate) has beta at most this take the exact
+#: location search of the peaked path (see :mod:`._mle`)
+_PEAKED_BETA = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,19 +146,6 @@ def _check_input(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, tuple[int, ..
     return xm.reshape(-1, xm.shape[-1]), batch
 
 
-def _moment_fit(x: torch.Tensor, loc: torch.Tensor, buf: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """Sample m2, m4 about ``loc``, kurtosis-inverted beta and alpha (float64, per group)."""
-    d = torch.sub(x, loc.to(x.dtype).unsqueeze(-1), out=buf)
-    m2 = _dot(d, d) / x.shape[-1]
-    d.mul_(d)
-    m4 = _dot(d, d) / x.shape[-1]
-    if torch.any(m2 <= 0):
-        raise ValueError("x has a group whose samples are all equal (zero spread): the scale is 0")
-    beta = invert_ggd_kurtosis(m4 / m2.pow(2) - 3)
-    alpha = torch.exp(0.5 * (m2.log() + torch.lgamma(1 / beta) - torch.lgamma(3 / beta)))
-    return m2, m4, beta, alpha
-
-
 def _kurtosis_stderr(m2, m4, beta, alpha, n):
     """Delta-method standard errors of (alpha, beta) from the covariance of (m2, m4)."""
     lg = torch.lgamma
@@ -178,174 +167,6 @@ def _kurtosis_stderr(m2, m4, beta, alpha, n):
     return alpha * var_la.sqrt(), var_b.sqrt()
 
 
-def _row_blocks(rows: torch.Tensor, max_blocks: int = 16) -> list[tuple[int, int]] | None:
-    """The True entries of a non-empty 1-d mask as ``[(start, stop), ...]``; None if more than ``max_blocks``."""
-    idx = rows.nonzero().flatten()
-    cut = idx[1:] != idx[:-1] + 1
-    starts = torch.cat([idx[:1], idx[1:][cut]]).tolist()
-    if len(starts) > max_blocks:
-        return None
-    stops = (torch.cat([idx[:-1][cut], idx[-1:]]) + 1).tolist()
-    return list(zip(starts, stops))
-
-
-def _row_median(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Lower medians (``Tensor.median``) of the rows of ``x`` where ``rows`` is True, float64.
-
-    Rows that form a few contiguous blocks are read in place: a boolean-mask gather would copy them first.
-    """
-    blocks = _row_blocks(rows)
-    if blocks is None:
-        return x[rows].median(-1).values.double()
-    return torch.cat([x[a:b].median(-1).values for a, b in blocks]).double()
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products as one batched BLAS call (no elementwise temporary)."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1).double()
-
-
-def _mle(x, loc, beta, loc_fixed: torch.Tensor, max_iter: int, tol: float, e: torch.Tensor):
-    """Fisher scoring on the profile likelihood of ``log beta``, with Fisher-scoring location steps.
-
-    The location's score ``sum sign(d)|d|^(beta-1) = sum e/d`` reuses ``e = |d|^beta`` of the beta
-    step, so the data are only re-logged when a location's score exceeds two standard deviations.
-    All elementwise work goes into preallocated buffers (``e`` is passed in, ``L`` and ``D`` made here).
-    """
-    G, n = x.shape
-    dtype = x.dtype
-    floor = torch.finfo(dtype).tiny ** 0.25
-    eps = torch.finfo(dtype).eps
-    slack = 100 * eps  # rounding noise of the profile likelihood
-    t = beta.log()  # log beta, float64 per group
-    best_g = torch.full((G,), -math.inf, dtype=torch.float64, device=x.device)
-    prev_t = t.clone()
-    converged = torch.zeros(G, dtype=torch.bool, device=x.device)
-    loc_done = loc_fixed.clone()
-    beta_done = torch.zeros(G, dtype=torch.bool, device=x.device)
-    thr = torch.zeros(G, dtype=torch.float64, device=x.device)
-    L = torch.empty_like(x)
-    # 1/d only for the rows whose location is free, in a few contiguous blocks when they form them
-    free = ~loc_fixed
-    blocks = _row_blocks(free) if torch.any(free) else []
-    if blocks is None:
-        blocks = [(0, G)]
-    offs = [0]
-    for a, b_ in blocks:
-        offs.append(offs[-1] + b_ - a)
-    D = x.new_empty((offs[-1], n)) if blocks else None
-    stale, it = True, 0
-    mu_L = loc.clone()
-    b_fin = torch.ones(G, dtype=torch.float64, device=x.device)
-    S_fin = torch.ones(G, dtype=torch.float64, device=x.device)
-    S = S1 = torch.zeros(G, dtype=torch.float64, device=x.device)
-    prev_step = torch.full((G,), math.nan, dtype=torch.float64, device=x.device)  # no contraction seen yet
-    for it in range(1, max_iter + 1):
-        if stale:
-            moved = loc != mu_L
-            best_g = torch.where(moved, -math.inf, best_g)  # the profile changed with the location
-            beta_done &= ~moved
-            mu_L = loc.clone()
-            torch.sub(x, loc.to(dtype).unsqueeze(-1), out=e)  # e holds d for now
-            if D is not None:
-                for (a, b_), o in zip(blocks, offs):
-                    torch.reciprocal(e[a:b_], out=D[o:o + b_ - a])
-                D.clamp_(-1 / floor, 1 / floor)
-            torch.abs(e, out=L).clamp_(min=floor).log_()
-            stale = False
-        b = t.exp()
-        # evaluate only the groups still moving (gathered when they are a minority); the others keep
-        # their sums: they are converged and take no step
-        pending = ~(beta_done & loc_done)
-        n_pending = int(pending.sum())
-        bd = b.to(dtype).unsqueeze(-1)
-        if it == 1 or 2 * n_pending > G:
-            evaluated = torch.ones_like(pending)
-            torch.mul(L, bd, out=e).exp_()  # e = |d|^beta
-            S = e.sum(-1).double()
-            S1 = _dot(e, L)
-        else:
-            evaluated = pending
-            idx = pending.nonzero().flatten()
-            Lp = L.index_select(0, idx)
-            ep = Lp.mul(bd[idx]).exp_()
-            S = S.index_put((idx,), ep.sum(-1).double())
-            S1 = S1.index_put((idx,), _dot(ep, Lp))
-            if not torch.all(loc_done):
-                e.index_copy_(0, idx, ep)  # the location score reads e
-        A = torch.log(b * S / n)
-        g = torch.log(b) - torch.lgamma(1 / b) - 1 / b - A / b  # profile log-likelihood / n (+ const)
-        g = torch.where(evaluated, g, best_g)
-        # backtrack where the last step lowered the profile likelihood (free: S was needed anyway)
-        worse = evaluated & (g < best_g - slack * best_g.abs())
-        if torch.any(worse):
-            # a step already below the tolerance that still looks worse is rounding noise: stop there
-            stuck = worse & ((t - prev_t).abs() < thr)
-            beta_done |= stuck
-            t = torch.where(stuck, prev_t, torch.where(worse, 0.5 * (t + prev_t), t))
-            converged = beta_done & loc_done
-            if torch.all(converged):
-                break
-            continue
-        best_g = g
-        b_fin = torch.where(evaluated, b, b_fin)
-        S_fin = torch.where(evaluated, S, S_fin)
-        A1 = 1 / b + S1 / S
-        psi = torch.special.digamma(1 / b)
-        gt = b * (1 / b + psi / b**2 + 1 / b**2 - A1 / b + A / b**2)  # d(profile)/d(log beta)
-        # Fisher scoring: the expected curvature of the profile in log beta is the efficient information
-        # I_bb - I_ab^2 / I_aa (no second sums over the data; the rate of convergence is O(1/sqrt(n)))
-        info = ggd_fisher_information(b)
-        i_eff = info[:, 1, 1] - info[:, 0, 1] ** 2 / info[:, 0, 0]
-        step = torch.where(beta_done, 0.0, (gt / i_eff).clamp(-1.0, 1.0))
-        prev_t = t
-        t = (t + step).clamp(math.log(_BETA_MIN), math.log(_BETA_MAX))
-        # stop once the error left after this step is below tol or 1e-2 of the standard error of log beta,
-        # and *take* that last step without evaluating the profile there. Scoring contracts the error by
-        # a factor rho = O(1/sqrt(n)) per step, so the error left is about rho |step| / (1 - rho), rho the
-        # observed ratio of successive steps (or the step itself below the threshold, before a ratio
-        # is seen); the 0.2 below leaves a margin for the noise in that ratio (checked against the MLE
-        # iterated to 1e-7 standard errors: within 1e-2 of one for n = 200 ... 1e4). float32 sums carry
-        # rounding noise of ~1e3 eps in the score, a small fraction of a standard error for any n
-        thr = torch.clamp(1e-2 * (1 / (n * i_eff)).sqrt(), min=max(tol, 1000 * eps))
-        rho = (step / prev_step).abs().clamp(max=0.5)
-        prev_step = torch.where(beta_done, prev_step, step)
-        newly = ~beta_done & ((step.abs() < thr) | ((step.abs() < 20 * thr) & (rho * step.abs() < 0.2 * thr)))
-        if torch.any(newly):
-            # S at the stepped beta to first order: d log S / d log beta = b S1 / S (error O(step^2))
-            b_new = t.exp()
-            S_new = S * torch.exp((t - prev_t) * b * S1 / S)
-            b_fin = torch.where(newly, b_new, b_fin)
-            S_fin = torch.where(newly, S_new, S_fin)
-        beta_done |= newly
-        if not torch.all(loc_done):
-            # Fisher scoring for mu at the pre-step beta: the score is (b/alpha^b) sum sign(d)|d|^(b-1)
-            # = (b/alpha^b) sum e/d, the information n b^2 Gamma(2-1/b) / (alpha^2 Gamma(1/b)) (b > 1/2)
-            alpha = (b * S / n).pow(1 / b)
-            edd = torch.zeros(G, dtype=torch.float64, device=x.device)  # sum e/d on the free rows
-            for (a, b_), o in zip(blocks, offs):
-                edd[a:b_] = _dot(e[a:b_], D[o:o + b_ - a])
-            score = b / alpha**b * edd
-            info_mu = b**2 * torch.exp(torch.lgamma((2 - 1 / b).clamp_min(1e-3)) - torch.lgamma(1 / b)) / alpha**2
-            dmu = score / (n * info_mu)
-            z = score / (n * info_mu).sqrt()  # the score in standard deviations
-            # Within two standard deviations the scoring step is taken without re-logging the data:
-            # a one-step estimator from a root-n consistent start is efficient, and alpha and beta,
-            # fitted at mu_L, differ from their values at the new location by O(1/n) (mu is orthogonal).
-            active = ~loc_done
-            loc = torch.where(active, mu_L + dmu, loc)
-            far = active & (z.abs() > 2.0) & (dmu.abs() > tol * alpha)
-            loc_done |= active & ~far
-            stale = bool(torch.any(far))
-        converged = beta_done & loc_done
-        if torch.all(converged):
-            break
-    # report beta after the accepted final step (or where the profile was last evaluated and accepted)
-    # and alpha from the matching sums (first-order extrapolated to that step): no extra pass over the data
-    alpha = (b_fin * S_fin / n).pow(1 / b_fin)
-    return loc, alpha, b_fin, it, converged
-
-
 def fit_ggd(
     x: torch.Tensor,
     *,
@@ -357,13 +178,16 @@ def fit_ggd(
 ) -> GGDFitResult:
     r"""Fit ``GGD(loc, scale, beta)`` to every group of samples in ``x`` at once.
 
-    ``method="mle"``: maximum likelihood. The scale is profiled out
-    (``alpha^beta = beta/n sum |x - mu|^beta``); ``log beta`` takes Fisher-scoring steps on the profile
-    log-likelihood (with backtracking), started from the kurtosis estimate; the location takes
-    Fisher-scoring steps from the mean, except for groups whose kurtosis start has ``beta <= 1.5``,
-    which use the sample median (the likelihood has cusps in ``mu`` for ``beta <= 1``; see docs/td.md).
-    Standard errors from the expected Fisher information (:func:`ggd_fisher_information`) at the
-    estimates (the median's asymptotic standard error where the median is used).
+    ``method="mle"``: the joint maximum-likelihood estimate of ``(loc, scale, beta)`` (``beta`` in
+    [0.05, 50]). The scale is profiled out (``alpha^beta = beta/n sum |x - mu|^beta``). Groups whose
+    kurtosis start has ``beta > 1.5`` take joint Newton steps in ``(mu, log beta)`` from the mean,
+    with backtracking. The others, where the likelihood in ``mu`` has a cusp at every data point
+    (``beta <= 1``) or is close to piecewise linear, alternate Newton steps in ``log beta`` with an exact
+    location search over the order statistics around the current location (the rest of the data
+    entering through a Taylor expansion), from the median. Both stop when the next step would gain less
+    than ``tol`` in log-likelihood (see :mod:`estimators.td._mle` and docs/td.md). Standard errors from
+    the expected Fisher information (:func:`ggd_fisher_information`) at the estimates; for
+    ``beta <= 1`` the location's is the median's (conservative: the likelihood is not regular there).
     ``method="kurtosis"``: ``beta`` solves ``excess_kurtosis(beta) = m4/m2^2 - 3``, ``alpha`` matches
     the variance, ``loc`` is the mean; standard errors by the delta method.
 
@@ -377,10 +201,11 @@ def fit_ggd(
     fix_loc : float or Tensor, optional
         A known location (scalar or one per group); then only ``scale`` and ``beta`` are fitted.
     max_iter : int
-        Maximum iterations of the MLE.
+        Maximum iterations (passes over the data) of the MLE.
     tol : float
-        Floor of the convergence tolerance on ``log beta`` steps (which otherwise stop at 1% of the
-        standard error of ``log beta``) and on location steps relative to the scale.
+        Convergence tolerance: the log-likelihood gain (summed over a group's samples) below which a
+        step ends the iteration. Every group's log-likelihood is then within ``~tol`` of its (local)
+        maximum; the float32 passes put a floor of ``1e-13 n`` under it.
 
     Returns
     -------
@@ -433,7 +258,7 @@ def fit_ggd(
     else:
         s0 = m2.sqrt()
         xc.mul_((1 / s0).to(xc.dtype)[:, None])
-        peaked = (beta <= _MEDIAN_BETA) if fix_loc is None else torch.zeros_like(beta, dtype=torch.bool)
+        peaked = (beta <= _PEAKED_BETA) if fix_loc is None else torch.zeros_like(beta, dtype=torch.bool)
         loc, alpha, beta_hat = loc0.clone(), torch.empty_like(beta), torch.empty_like(beta)
         converged = torch.zeros(G, dtype=torch.bool, device=x.device)
         n_iter = 0
@@ -451,7 +276,7 @@ def fit_ggd(
                     # a noisy kurtosis start can send a peaked group here; Newton in the location is
                     # unreliable once the likelihood is close to piecewise linear in it: redo those
                     back = torch.zeros_like(peaked)
-                    back[idx] = b_s <= _MEDIAN_BETA
+                    back[idx] = b_s <= _PEAKED_BETA
                     peaked = peaked | back
                     beta = torch.where(back, b_s.new_zeros(G).index_put((idx,), b_s), beta)
             else:
