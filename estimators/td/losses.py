@@ -1,12 +1,18 @@
 """Value-function losses for uncertainty-aware TD learning (Kim et al. 2024, Section 4).
 
-Three kinds, selected by :func:`value_loss`:
+Four kinds, selected by :func:`value_loss` (``K`` members, batch ``B``, ``delta = y - V``):
 
-- ``"mse"``: the plain ensemble regression ``mean_{k,b} (V_k - y_k)^2``.
+- ``"mse"``: the plain ensemble regression ``mean_{k,b} delta_kb^2``.
 - ``"gauss_biv"`` (the baseline): Gaussian NLL of the TD errors with a learned variance head, plus
-  ``biv_coef * sum_k sum_b w_b (V_k - y_k)^2`` with BIV weights from the ensemble variance of the values.
-- ``"ggd_biev"`` (the paper): risk-weighted GGD NLL with a learned shape head (``alpha = 1``), plus
-  ``biv_coef * sum_k sum_b w_b |V_k - y_k|`` with BIV weights from the BIEV variance of the TD errors.
+  ``biv_coef * sum_k sum_b w_b delta_kb^2`` with BIV weights from the ensemble variance of the values.
+- ``"ggd_biev"`` (the paper, as the authors' released code computes it): per sample, the GGD NLLs of the
+  members (``alpha = 1``, learned shape) weighted by ``beta_kb / sum_j beta_jb`` and summed over
+  members, averaged over the batch; plus ``biv_coef / B * sum_b w_b sum_k |delta_kb|`` with BIV weights
+  from the BIEV variance (``ddof=0``, bias-corrected kurtosis, clipped at 1e-8).
+- ``"ggd_biev_pooled"``: this repository's first version: risk weights ``beta`` normalised to mean 1
+  over the whole batch, ``mean_{k,b}`` of the weighted NLL, plus ``biv_coef * sum_k sum_b w_b |delta_kb|``
+  (no ``1/B``: on a batch of 128 its BIEV term weighs 128x more relative to the NLL), BIEV variance
+  with ``ddof=1`` and the biased kurtosis. Kept for comparison; there is no evidence it is better.
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ from .weights import biev_variance, biv_weights
 
 __all__ = ["ggd_nll", "gaussian_nll", "risk_averse_weights", "value_loss", "VALUE_LOSS_KINDS"]
 
-VALUE_LOSS_KINDS = ("mse", "gauss_biv", "ggd_biev")
+VALUE_LOSS_KINDS = ("mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled")
+#: the BIEV variances are clipped below at this value (the released code clips at a small constant)
+_BIEV_FLOOR = 1e-8
 
 
 def _positive(name: str, v: torch.Tensor | float) -> None:
@@ -78,7 +86,8 @@ def gaussian_nll(delta: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (log_var + delta.pow(2) * torch.exp(-log_var) + math.log(2 * math.pi))
 
 
-def risk_averse_weights(beta: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+def risk_averse_weights(beta: torch.Tensor, *, normalize: bool = True, per_sample: bool = False,
+                        dim: int = 0) -> torch.Tensor:
     r"""Risk-averse sample weights ``omega = beta`` (detached): a larger shape means lighter tails.
 
     The variance ``alpha^2 Gamma(3/b) / Gamma(1/b)`` decreases in ``b`` for fixed ``alpha``, so samples
@@ -87,9 +96,14 @@ def risk_averse_weights(beta: torch.Tensor, *, normalize: bool = True) -> torch.
     Parameters
     ----------
     beta : Tensor
-        Predicted shapes (positive).
+        Predicted shapes (positive), e.g. shape (K, batch).
     normalize : bool
-        Divide by the mean so that the weights average 1 (keeps the loss scale).
+        Divide by the mean over all entries so that the weights average 1 (keeps the loss scale).
+    per_sample : bool
+        Instead, divide by the sum over the ensemble axis ``dim``: ``beta_kb / sum_j beta_jb``, the
+        authors' released code (the weights of each sample's members sum to 1).
+    dim : int
+        The ensemble axis, for ``per_sample=True``.
 
     Returns
     -------
@@ -107,6 +121,8 @@ def risk_averse_weights(beta: torch.Tensor, *, normalize: bool = True) -> torch.
     """
     _positive("beta", beta)
     w = beta.detach()
+    if per_sample:
+        return w / w.sum(dim, keepdim=True)
     return w / w.mean() if normalize else w
 
 
@@ -124,7 +140,7 @@ def _check_pair(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def value_loss(
-    kind: Literal["mse", "gauss_biv", "ggd_biev"],
+    kind: Literal["mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled"],
     values: torch.Tensor,
     targets: torch.Tensor,
     *,
@@ -138,14 +154,14 @@ def value_loss(
 
     Parameters
     ----------
-    kind : {"mse", "gauss_biv", "ggd_biev"}
-        See the module docstring.
+    kind : {"mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled"}
+        See the module docstring (``"ggd_biev"`` is the published loss).
     values : Tensor, shape (K, batch)
         Predictions ``V_k`` (with gradient).
     targets : Tensor, shape (K, batch) or (batch,)
         Targets ``y_k`` (per member, e.g. per-member GAE returns, or shared); detached here.
     beta : Tensor, shape (K, batch)
-        Shape head (positive, e.g. ``softplus(raw) + 1e-3``); required for ``"ggd_biev"``.
+        Shape head (positive, e.g. ``softplus(raw) + 1e-3``); required for the ``"ggd_*"`` kinds.
     log_var : Tensor, shape (K, batch)
         Log-variance head; required for ``"gauss_biv"``.
     biv_coef : float
@@ -153,7 +169,8 @@ def value_loss(
     min_ebs : float, optional
         Target effective batch size of the BIV weights (default ``min(batch - 1, 16)``).
     risk_averse : bool
-        Weight the GGD NLL by :func:`risk_averse_weights` (``"ggd_biev"`` only).
+        Weight the GGD NLL by :func:`risk_averse_weights` (``"ggd_*"`` kinds; without it ``"ggd_biev"``
+        gives each member weight ``1/K``).
 
     Returns
     -------
@@ -161,7 +178,8 @@ def value_loss(
 
     References
     ----------
-    Kim et al., arXiv 2408.02295, Section 4 and Algorithm 1; Mai et al., ICLR 2022 (BIV).
+    Kim et al., arXiv 2408.02295, Section 4 and Algorithm 1, and their released code (``ggd_nll_loss``
+    plus ``uncertainty_temperature * biev_loss(..., "mae")``); Mai et al., ICLR 2022 (BIV).
 
     Examples
     --------
@@ -184,9 +202,17 @@ def value_loss(
         w = biv_weights(values.detach().var(0, unbiased=True), min_ebs=min_ebs)
         return nll + biv_coef * (w * delta.pow(2)).sum()
     if beta is None or beta.shape != values.shape:
-        raise ValueError(f"beta of shape {tuple(values.shape)} is required for kind 'ggd_biev'")
+        raise ValueError(f"beta of shape {tuple(values.shape)} is required for kind {kind!r}")
     nll = ggd_nll(delta, beta)
-    if risk_averse:
-        nll = risk_averse_weights(beta) * nll
-    w = biv_weights(biev_variance(delta.detach()), min_ebs=min_ebs)
-    return nll.mean() + biv_coef * (w * delta.abs()).sum()
+    if kind == "ggd_biev_pooled":
+        if risk_averse:
+            nll = risk_averse_weights(beta) * nll
+        w = biv_weights(biev_variance(delta.detach()), min_ebs=min_ebs)
+        return nll.mean() + biv_coef * (w * delta.abs()).sum()
+    # the published loss: per-sample risk weights over the members, summed over members and averaged
+    # over the batch; BIEV weights from np.var(ddof=0) / (G2/K + (K+1)/(K-1)), G2 bias-corrected
+    K, B = values.shape
+    omega = risk_averse_weights(beta, per_sample=True) if risk_averse else torch.full_like(beta, 1.0 / K)
+    var = biev_variance(delta.detach(), ddof=0, unbiased_kurtosis=True).clamp(min=_BIEV_FLOOR)
+    w = biv_weights(var, min_ebs=min_ebs)
+    return (omega * nll).sum(0).mean() + biv_coef * (w * delta.abs().sum(0)).mean()

@@ -140,8 +140,12 @@ def biv_weights(variances: torch.Tensor, *, min_ebs: float | None = None) -> tor
     return (w / w.sum()).to(variances.dtype)
 
 
-def ensemble_excess_kurtosis(x: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
-    """Sample excess kurtosis ``m4 / m2^2 - 3`` along ``dim`` (0 where the members agree exactly).
+def ensemble_excess_kurtosis(x: torch.Tensor, *, dim: int = 0, unbiased: bool = False) -> torch.Tensor:
+    """Sample excess kurtosis along ``dim`` (0 where the members agree exactly).
+
+    ``unbiased=False``: ``g2 = m4 / m2^2 - 3`` (``scipy.stats.kurtosis(bias=True)``). ``unbiased=True``:
+    the bias-corrected ``G2 = (n - 1) ((n + 1) g2 + 6) / ((n - 2)(n - 3))`` for ``n > 3`` members
+    (``scipy.stats.kurtosis(bias=False)``; ``g2`` itself for ``n <= 3``, as scipy does).
 
     Examples
     --------
@@ -152,22 +156,34 @@ def ensemble_excess_kurtosis(x: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
     m2 = (d**2).mean(dim)
     m4 = (d**4).mean(dim)
     safe = torch.where(m2 > 0, m2, torch.ones_like(m2))
-    return torch.where(m2 > 0, m4 / safe**2 - 3, torch.zeros_like(m2))
+    g2 = torch.where(m2 > 0, m4 / safe**2 - 3, torch.zeros_like(m2))
+    n = x.shape[dim]
+    if unbiased and n > 3:
+        g2 = torch.where(m2 > 0, (n - 1) * ((n + 1) * g2 + 6) / ((n - 2) * (n - 3)), g2)
+    return g2
 
 
-def biev_variance(td_errors: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
+def biev_variance(td_errors: torch.Tensor, *, dim: int = 0, ddof: int = 1,
+                  unbiased_kurtosis: bool = False) -> torch.Tensor:
     r"""Kurtosis-corrected ensemble variance of TD errors (BIEV, Kim et al. 2024).
 
-    ``s^2 / ((K + 1)/(K - 1) + kappa/K)`` with ``s^2`` the unbiased variance of the ``K`` members'
-    TD errors and ``kappa`` their sample excess kurtosis. Since ``E[s^4] = sigma^4 ((K+1)/(K-1) + kappa/K)``,
-    ``c s^2`` with ``c = 1/((K+1)/(K-1) + kappa/K)`` is the multiple of ``s^2`` with the smallest mean
-    squared error for ``sigma^2``; BIEV plugs in the sample kurtosis.
+    ``s^2 / ((K + 1)/(K - 1) + kappa/K)`` with ``s^2`` the variance of the ``K`` members' TD errors
+    (divisor ``K - ddof``) and ``kappa`` their sample excess kurtosis (:func:`ensemble_excess_kurtosis`).
+    Since ``E[s^4] = sigma^4 ((K+1)/(K-1) + kappa/K)`` for the unbiased ``s^2``, ``c s^2`` with
+    ``c = 1/((K+1)/(K-1) + kappa/K)`` is the multiple of ``s^2`` with the smallest mean squared error
+    for ``sigma^2``; BIEV plugs in the sample kurtosis. The defaults (``ddof=1``, biased kurtosis) are
+    that derivation; the authors' released code uses ``ddof=0`` and the bias-corrected kurtosis
+    (``np.var(ddof=0)``, ``scipy.stats.kurtosis(bias=False)``), which :func:`value_loss` ``"ggd_biev"`` uses.
 
     Parameters
     ----------
     td_errors : Tensor, shape (K, batch) (members along ``dim``)
     dim : int
         The ensemble axis (``K >= 2``).
+    ddof : int
+        Delta degrees of freedom of the variance (0 or 1).
+    unbiased_kurtosis : bool
+        Use the bias-corrected sample kurtosis.
 
     Returns
     -------
@@ -189,10 +205,12 @@ def biev_variance(td_errors: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
     if td_errors.ndim == 0 or td_errors.shape[dim] < 2:
         raise ValueError(f"td_errors needs at least 2 ensemble members along dim {dim}, got shape "
                          f"{tuple(td_errors.shape)}")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
     if not torch.isfinite(td_errors).all():
         raise ValueError("td_errors contain NaN or infinite values")
     d = td_errors.detach()
     K = d.shape[dim]
-    s2 = d.var(dim, unbiased=True)
-    kappa = ensemble_excess_kurtosis(d, dim=dim)
+    s2 = d.var(dim, correction=ddof)
+    kappa = ensemble_excess_kurtosis(d, dim=dim, unbiased=unbiased_kurtosis)
     return s2 / ((K + 1) / (K - 1) + kappa / K)

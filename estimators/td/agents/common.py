@@ -79,7 +79,7 @@ def check_value_loss(kind: str, ensemble: int) -> None:
 def split_value_heads(out: torch.Tensor, kind: str) -> tuple[torch.Tensor, dict]:
     """``(K, B, 2)`` head output -> values ``(K, B)`` and the loss's extra head (beta or log-variance)."""
     values, raw = out[..., 0], out[..., 1]
-    if kind == "ggd_biev":
+    if kind in ("ggd_biev", "ggd_biev_pooled"):
         return values, {"beta": F.softplus(raw + 0.5413) + 1e-3}  # softplus(0.5413) = 1: start at beta = 1
     if kind == "gauss_biv":
         return values, {"log_var": raw.clamp(-10.0, 10.0)}

@@ -45,7 +45,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     hidden: int = 64
     ensemble: int = 5
-    value_loss: Literal["mse", "gauss_biv", "ggd_biev"] = "mse"
+    value_loss: Literal["mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled"] = "mse"
     biv_coef: float = 0.1
     min_ebs: float | None = None
     normalize_rewards: bool = True

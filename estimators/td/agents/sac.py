@@ -47,7 +47,7 @@ class SACConfig:
     hidden: int = 128
     ensemble: int = 2
     target_subset: int = 2
-    value_loss: Literal["mse", "gauss_biv", "ggd_biev"] = "mse"
+    value_loss: Literal["mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled"] = "mse"
     biv_coef: float = 0.1
     min_ebs: float | None = None
     log_every: int = 1000
@@ -212,7 +212,7 @@ class SAC(AgentEvaluation, nn.Module):
                 row = {"env_steps": self.env_steps,
                        "episode_return": float(np.mean(finished)) if finished else math.nan}
                 row.update({k: (stats[k] / n if stats["n"] else math.nan) for k in keys if k != "n"})
-                if c.value_loss != "ggd_biev":
+                if not c.value_loss.startswith("ggd_"):
                     row["beta_mean"] = math.nan
                 rec.log.append(row)
                 if callback is not None:

@@ -6,8 +6,9 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from estimators.td import (VALUE_LOSS_KINDS, GeneralizedGaussian, biev_variance, biv_weights, gaussian_nll,
-                           ggd_fisher_information, ggd_nll, risk_averse_weights, value_loss)
+from estimators.td import (VALUE_LOSS_KINDS, GeneralizedGaussian, biev_variance, biv_weights,
+                           ensemble_excess_kurtosis, gaussian_nll, ggd_fisher_information, ggd_nll,
+                           risk_averse_weights, value_loss)
 from genstat.mc import block_generator
 
 F64 = torch.float64
@@ -76,23 +77,98 @@ def _batch(K=5, B=32, seed=0):
 def test_value_loss_kinds_match_their_formulas():
     v, y, raw = _batch()
     beta = torch.nn.functional.softplus(raw) + 0.1
-    assert VALUE_LOSS_KINDS == ("mse", "gauss_biv", "ggd_biev")
+    assert VALUE_LOSS_KINDS == ("mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled")
     torch.testing.assert_close(value_loss("mse", v, y), ((y - v) ** 2).mean())
     delta = y - v
     w = biv_weights(v.detach().var(0), min_ebs=16)
     ref = gaussian_nll(delta, raw).mean() + 0.1 * (w * delta**2).sum()
     torch.testing.assert_close(value_loss("gauss_biv", v, y, log_var=raw), ref)
+    # this repository's earlier variant: batch-normalised risk weights, BIEV term summed over the batch,
+    # unbiased variance and biased kurtosis
     w = biv_weights(biev_variance(delta.detach()), min_ebs=16)
     ref = (risk_averse_weights(beta) * ggd_nll(delta, beta)).mean() + 0.1 * (w * delta.abs()).sum()
-    torch.testing.assert_close(value_loss("ggd_biev", v, y, beta=beta), ref)
+    torch.testing.assert_close(value_loss("ggd_biev_pooled", v, y, beta=beta), ref)
     ref = ggd_nll(delta, beta).mean() + 0.1 * (w * delta.abs()).sum()
-    torch.testing.assert_close(value_loss("ggd_biev", v, y, beta=beta, risk_averse=False), ref)
+    torch.testing.assert_close(value_loss("ggd_biev_pooled", v, y, beta=beta, risk_averse=False), ref)
+
+
+def _published_ggd_biev(v, y, beta, biv_coef=0.1, min_ebs=None):
+    """The value loss of the authors' released code (``ggd_nll_loss + uncertainty_temperature *
+    biev_loss(..., "mae")``, K members along axis 0 here), transcribed with numpy/scipy:
+
+    - NLL: ``sum_k beta_kb / sum_j beta_jb * nll_kb``, averaged over the batch (their code writes
+      ``|delta| * beta`` in the NLL; the paper's ``|delta|^beta`` is kept, see the test above);
+    - BIEV variance per sample: ``np.var(td, ddof=0) / (scipy.stats.kurtosis(td, bias=False) / K + (K+1)/(K-1))``,
+      clipped at 1e-8;
+    - BIEV term: ``mean_b w_b sum_k |V_kb - y_kb|`` with ``w = 1/(var + xi)`` normalised to sum 1 (xi as BIV).
+    """
+    from scipy.stats import kurtosis
+
+    d = (y - v).detach().numpy()
+    b = beta.detach().numpy()
+    K = d.shape[0]
+    nll = np.abs(d) ** b - np.log(b) + np.log(2.0) + np.vectorize(math.lgamma)(1 / b)
+    nll_term = (b / b.sum(0, keepdims=True) * nll).sum(0).mean()
+    var = np.var(d, axis=0, ddof=0) / (kurtosis(d, axis=0, bias=False) / K + (K + 1) / (K - 1))
+    var = np.clip(var, 1e-8, None)
+    w = biv_weights(torch.from_numpy(var), min_ebs=min_ebs).numpy()
+    biev_term = (w * np.abs(d).sum(0)).mean()
+    return nll_term + biv_coef * biev_term
+
+
+@pytest.mark.parametrize("B", [8, 32, 128])
+def test_ggd_biev_is_the_published_loss(B):
+    v, y, raw = _batch(B=B, seed=B)
+    beta = torch.nn.functional.softplus(raw) + 0.1
+    ref = _published_ggd_biev(v, y, beta)
+    torch.testing.assert_close(value_loss("ggd_biev", v, y, beta=beta), torch.tensor(ref, dtype=F64),
+                               rtol=1e-12, atol=0)
+    # gradients flow to the values and the shape head
+    b = beta.clone().requires_grad_(True)
+    value_loss("ggd_biev", v, y, beta=b).backward()
+    assert torch.isfinite(v.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_pooled_biev_term_weighs_batch_size_times_more():
+    # on the same TD errors (equal BIEV weights: identical variances) the pooled variant's BIEV term is
+    # B times the published one (the missing 1/B), while the NLL terms agree with uniform beta
+    K, B = 5, 128
+    g = torch.Generator().manual_seed(3)
+    spread = torch.randn(K, 1, generator=g, dtype=F64)
+    y = torch.zeros(K, B, dtype=F64)
+    v = spread + torch.linspace(-1, 1, B, dtype=F64)  # every sample has the same ensemble spread
+    beta = torch.full((K, B), 1.5, dtype=F64)
+    nll = ggd_nll(y - v, beta).mean()
+    pub = value_loss("ggd_biev", v, y, beta=beta, biv_coef=1.0) - nll
+    pooled = value_loss("ggd_biev_pooled", v, y, beta=beta, biv_coef=1.0) - nll
+    torch.testing.assert_close(pooled, B * pub, rtol=1e-12, atol=0)
+
+
+def test_biev_variance_conventions_match_scipy():
+    from scipy.stats import kurtosis
+
+    g = torch.Generator().manual_seed(4)
+    d = torch.randn(5, 64, generator=g, dtype=F64) * torch.rand(1, 64, generator=g, dtype=F64)
+    K = 5
+    dn = d.numpy()
+    torch.testing.assert_close(ensemble_excess_kurtosis(d), torch.from_numpy(kurtosis(dn, axis=0, bias=True)))
+    torch.testing.assert_close(ensemble_excess_kurtosis(d, unbiased=True),
+                               torch.from_numpy(kurtosis(dn, axis=0, bias=False)))
+    ref = np.var(dn, axis=0, ddof=0) / (kurtosis(dn, axis=0, bias=False) / K + (K + 1) / (K - 1))
+    torch.testing.assert_close(biev_variance(d, ddof=0, unbiased_kurtosis=True), torch.from_numpy(ref))
+    ref = np.var(dn, axis=0, ddof=1) / (kurtosis(dn, axis=0, bias=True) / K + (K + 1) / (K - 1))
+    torch.testing.assert_close(biev_variance(d), torch.from_numpy(ref))
+
+
+def test_risk_averse_weights_per_sample_over_members():
+    b = torch.tensor([[1.0, 2.0], [3.0, 2.0]])
+    torch.testing.assert_close(risk_averse_weights(b, per_sample=True), torch.tensor([[0.25, 0.5], [0.75, 0.5]]))
 
 
 def test_value_loss_gradients_and_shared_targets():
     v, y, raw = _batch()
     beta = (torch.nn.functional.softplus(raw) + 0.1).requires_grad_(True)
-    loss = value_loss("ggd_biev", v, y[0], beta=beta)  # shared targets (batch,)
+    loss = value_loss("ggd_biev", v, y[0], beta=beta) + value_loss("ggd_biev_pooled", v, y[0], beta=beta)
     loss.backward()
     assert v.grad is not None and beta.grad is not None and torch.isfinite(v.grad).all()
 
