@@ -3,6 +3,10 @@
 * ``normaltest_test``: D'Agostino-Pearson ``scipy.stats.normaltest`` on the real and on the
   imaginary part, combined by Bonferroni (``p = min(1, 2 min(p_re, p_im))``).
 * ``jarque_bera_test``: ``statsmodels`` Jarque-Bera on Re/Im, Bonferroni-combined.
+
+Both part statistics (K^2, JB) are referred to chi^2 with 2 degrees of freedom, so the Bonferroni
+decision ``p < alpha`` is ``max(stat_re, stat_im) > chi^2_{2, 1 - alpha/2}``: the results report
+``df = 2`` and that threshold, and ``reject == (statistic > threshold)``.
 * ``c42_threshold_test``: the fixed decision ``|C~42| > threshold`` (no p-value).
 
 All return :class:`~estimators.cumulants.GaussianityTestResult` so they plug into
@@ -15,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from scipy import stats
 
 from .cumulants import as_records, cumulants, to_output
 from .gaussianity import GaussianityTestResult
@@ -49,8 +54,10 @@ def _re_im_test(x: Any, alpha: float, axis: int, name: str, min_n: int,
     pb = np.minimum(1.0, 2.0 * np.min(p, axis=0))  # Bonferroni over (Re, Im)
     st = np.max(stat, axis=0)
     wrap = (lambda a: a) if from_numpy else (lambda a: torch.as_tensor(a, device=t.device))
+    # p = chi2_2.sf(stat) for both parts, so p_b < alpha  <=>  max stat > chi2_2.isf(alpha / 2)
+    threshold = float(stats.chi2.isf(alpha / 2, 2))
     return GaussianityTestResult(
-        statistic=wrap(st), pvalue=wrap(pb), df=2, threshold=math.nan, reject=wrap(pb < alpha),
+        statistic=wrap(st), pvalue=wrap(pb), df=2, threshold=threshold, reject=wrap(pb < alpha),
         alpha=alpha, n_samples=n, statistic_name=name, covariance="white",
     )
 
@@ -58,7 +65,8 @@ def _re_im_test(x: Any, alpha: float, axis: int, name: str, min_n: int,
 def normaltest_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> GaussianityTestResult:
     """D'Agostino-Pearson test on Re and Im with a Bonferroni correction, batched over records.
 
-    ``statistic`` is the larger of the two K^2 statistics, ``pvalue`` the Bonferroni p-value.
+    ``statistic`` is the larger of the two K^2 statistics, ``pvalue`` the Bonferroni p-value,
+    ``df = 2`` and ``threshold = chi^2_{2, 1 - alpha/2}`` (``reject == statistic > threshold``).
 
     Examples
     --------
@@ -68,13 +76,14 @@ def normaltest_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> Gaussiani
     >>> normaltest_test(x).pvalue.shape
     torch.Size([3])
     """
-    from scipy import stats
-
     return _re_im_test(x, alpha, axis, "normaltest", 20, lambda ri: stats.normaltest(ri, axis=-1)[:2])
 
 
 def jarque_bera_test(x: Any, *, alpha: float = 0.05, axis: int = -1) -> GaussianityTestResult:
     """statsmodels Jarque-Bera test on Re and Im with a Bonferroni correction, batched.
+
+    ``statistic`` is the larger JB, ``df = 2``, ``threshold = chi^2_{2, 1 - alpha/2}`` (as for
+    :func:`normaltest_test`).
 
     Examples
     --------

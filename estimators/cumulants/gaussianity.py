@@ -110,7 +110,8 @@ class GaussianityTestResult:
     n_samples : int
         Samples per record.
     statistic_name, covariance : str
-        The options used.
+        The statistic computed (``"kurtosis"`` for real records, whatever ``statistic`` asked for)
+        and the covariance option.
     """
 
     statistic: Any
@@ -311,7 +312,8 @@ def gaussianity_test(
     x : Tensor or ndarray, shape (..., N, ...)
         Zero-mean complex baseband records (the record runs along ``axis``; other axes are batch
         axes). For real records ``C40 = C41 = C42`` is the excess kurtosis and every ``statistic``
-        reduces to the one-degree-of-freedom kurtosis test ``N k^2 / 24``.
+        reduces to the one-degree-of-freedom kurtosis test ``N k^2 / 24`` (reported as
+        ``statistic_name="kurtosis"``, ``df = 1``).
     alpha : float
         Level: ``threshold = chi^2_{df, 1 - alpha}``.
     statistic : {"c40_c42", "c42", "c40_c41_c42"}
@@ -387,6 +389,6 @@ def gaussianity_test(
         reject=to_output(stat > thr, from_numpy),
         alpha=alpha,
         n_samples=n,
-        statistic_name=statistic,
+        statistic_name="kurtosis" if real else statistic,
         covariance=covariance,
     )

@@ -311,10 +311,15 @@ def fractional_delay(x: torch.Tensor, delay: float, *, n_taps: int = 33) -> torc
 
 def rayleigh_multipath(x: torch.Tensor, *, n_taps: int = 4, decay: float = 1.0,
                        generator: torch.Generator) -> torch.Tensor:
-    """Convolve each record with its own Rayleigh channel ``h_k ~ CN(0, e^{-k/decay}/Z)``.
+    """Pass each record through its own Rayleigh channel ``h_k ~ CN(0, e^{-k/decay}/Z)``.
 
     The power-delay profile is exponential, normalised so that ``E sum |h_k|^2 = 1``; a
-    realisation shrinks ``|C~42|`` by ``sum|h|^4 / (sum|h|^2)^2``.
+    realisation shrinks ``|C~42|`` by ``sum|h|^4 / (sum|h|^2)^2``. A record is a window of a longer
+    stream, so only the outputs whose ``n_taps`` inputs all lie in the record are returned
+    (``numpy.convolve(..., mode="valid")``): ``y_m = sum_k h_k x_{m + n_taps - 1 - k}``, shape
+    ``(records, N - n_taps + 1)``; draw ``n_taps - 1`` extra samples to keep ``N`` (as
+    :meth:`SignalConfig.generate` does). Zero-padding the start instead would give the first
+    ``n_taps - 1`` outputs fewer taps (less power, different cumulants).
 
     Examples
     --------
@@ -322,19 +327,23 @@ def rayleigh_multipath(x: torch.Tensor, *, n_taps: int = 4, decay: float = 1.0,
     >>> from estimators.cumulants.signals import rayleigh_multipath
     >>> y = rayleigh_multipath(torch.ones(3, 16, dtype=torch.complex128), generator=torch.Generator().manual_seed(0))
     >>> y.shape
-    torch.Size([3, 16])
+    torch.Size([3, 13])
     """
     _check_gen(generator)
     _check_pos("n_taps", n_taps)
     if not float(decay) > 0:
         raise ValueError(f"decay must be > 0, got {decay}")
+    N = x.shape[-1]
+    if N < n_taps:
+        raise ValueError(f"records must have at least n_taps = {n_taps} samples, got {N}")
     prof = torch.exp(-torch.arange(n_taps, dtype=torch.float64) / float(decay))
     prof = prof / prof.sum()
     h = torch.randn((x.shape[0], n_taps), generator=generator, dtype=torch.complex128, device=generator.device)
     h = (h * prof.sqrt().to(h.device)).to(x.device, x.dtype)
-    y = h[:, :1] * x
+    M = N - n_taps + 1
+    y = h[:, :1] * x[:, n_taps - 1:]
     for k in range(1, n_taps):
-        y[:, k:] += h[:, k : k + 1] * x[:, :-k]
+        y += h[:, k:k + 1] * x[:, n_taps - 1 - k:n_taps - 1 - k + M]
     return y
 
 
@@ -402,14 +411,16 @@ class SignalConfig:
         if self.kind == "noise":
             return complex_noise(n_records, n_samples, **kw)
         pad = 40 if self.timing_offset else 0
+        # the channel's memory: n_taps - 1 earlier samples feed the first output sample
+        n_in = n_samples + max(self.multipath_taps - 1, 0)
         if self.kind == "ofdm":
-            x = ofdm(n_records, n_samples + pad, n_fft=self.n_fft, cp_length=self.cp_length,
+            x = ofdm(n_records, n_in + pad, n_fft=self.n_fft, cp_length=self.cp_length,
                      modulation=self.modulation, n_active=self.n_active, **kw)
         else:
-            x = single_carrier(n_records, n_samples + pad, modulation=self.modulation, pulse=self.pulse,
+            x = single_carrier(n_records, n_in + pad, modulation=self.modulation, pulse=self.pulse,
                                sps=self.sps, rolloff=self.rolloff, **kw)
         if self.timing_offset:
-            x = fractional_delay(x, self.timing_offset)[:, pad // 2 : pad // 2 + n_samples]
+            x = fractional_delay(x, self.timing_offset)[:, pad // 2 : pad // 2 + n_in]
         if self.multipath_taps:
             x = rayleigh_multipath(x, n_taps=self.multipath_taps, generator=generator)
         if self.random_phase:

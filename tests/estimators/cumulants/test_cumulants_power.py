@@ -87,6 +87,21 @@ def test_baselines_match_reference_implementations():
     assert thr.reject.dtype == torch.bool and torch.isnan(thr.pvalue).all()
 
 
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.2])
+def test_baselines_threshold_is_the_bonferroni_chi2_quantile(alpha):
+    # each of Re and Im gives a chi^2_2 statistic (K^2, JB); the Bonferroni decision p < alpha is
+    # max(statistic) > chi^2_{2, 1 - alpha/2}: df 2 and that threshold, consistent with reject
+    x = signals.complex_noise(400, 256, generator=torch.Generator().manual_seed(1)).numpy()
+    x[:200] = x[:200] ** 3  # some clearly non-Gaussian records
+    for test in (normaltest_test, jarque_bera_test):
+        res = test(x, alpha=alpha)
+        assert res.df == 2
+        assert res.threshold == pytest.approx(stats.chi2.isf(alpha / 2, 2), rel=1e-12)
+        np.testing.assert_array_equal(res.reject, res.statistic > res.threshold)
+        np.testing.assert_allclose(res.pvalue, np.minimum(1.0, 2 * stats.chi2.sf(res.statistic, 2)), rtol=1e-9)
+        assert 0 < res.reject.sum() < 400
+
+
 def test_baseline_bad_input():
     with pytest.raises(TypeError, match="must be complex"):
         normaltest_test(np.zeros((2, 100)))

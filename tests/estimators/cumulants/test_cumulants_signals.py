@@ -72,6 +72,23 @@ def test_multipath_shrinks_c42_by_tap_moments():
     assert abs(cumulants(y).c42_norm.item() - (-1.0) * shrink.item()) < 0.03
 
 
+def test_multipath_every_output_sample_sees_all_taps():
+    # a record is a window of a stream: its first samples must get the earlier taps from samples
+    # before the window too, so every output sample has the same power (here E|y_n|^2 = 1)
+    x = signals.complex_noise(4000, 16, generator=g(5))
+    y = signals.rayleigh_multipath(x, n_taps=4, generator=g(6))
+    assert y.shape == (4000, 13)  # the samples whose 4 taps all lie in the record
+    power = y.abs().square().mean(0)
+    se = y.abs().square().std(0) / 4000**0.5
+    assert bool(((power - 1).abs() < 5 * se).all()), power
+    cfg = SignalConfig("single_carrier", "qpsk", pulse="rect", sps=1, random_phase=False, multipath_taps=4)
+    z = cfg.generate(4000, 16, None, generator=g(7))
+    assert z.shape == (4000, 16)
+    power = z.abs().square().mean(0)
+    se = z.abs().square().std(0) / 4000**0.5
+    assert bool(((power - 1).abs() < 5 * se).all()), power
+
+
 def test_fractional_delay_integer_and_half():
     x = torch.zeros(1, 64, dtype=torch.complex128)
     x[0, 20] = 1
