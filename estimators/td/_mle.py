@@ -120,7 +120,7 @@ def prepare(x: torch.Tensor, loc0: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     for s in range(0, G, step):
         r = min(step, G - s)
         d = torch.sub(x[s:s + r], loc0[s:s + r, None].to(x.dtype))
-        d2 = d.double().square_()  # float64: d^4 of float32 data overflows beyond |d| ~ 1e9
+        d2 = torch.square(d.double())  # float64 (d^4 of float32 data overflows beyond |d| ~ 1e9); a new tensor
         m2[s:s + r] = d2.sum(-1, dtype=_F64) / n
         m4[s:s + r] = d2.mul_(d2).sum(-1, dtype=_F64) / n
         xc[s:s + r] = d

@@ -197,3 +197,17 @@ def test_mle_float32_data_reaches_the_float64_optimum():
     for name in ("loc", "scale", "beta"):
         diff = (getattr(f32, name).double() - getattr(f64, name)).abs() / getattr(f64, f"{name}_stderr")
         assert float(diff.max()) < 1e-3, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_prepare_centres_without_touching_the_copy(dtype):
+    # the float32 working copy is x - loc0 and the moments are about loc0, for either input dtype
+    from estimators.td._mle import prepare
+
+    x = _sample(2.0, groups=3, n=1000, seed=19, dtype=dtype)
+    loc0 = x.double().mean(-1)
+    xc, m2, m4 = prepare(x, loc0)
+    d = x.double() - loc0[:, None]
+    torch.testing.assert_close(xc, d.float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(m2, (d**2).mean(-1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(m4, (d**4).mean(-1), rtol=1e-6, atol=0)
