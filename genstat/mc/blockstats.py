@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from ._sums import block_sum, gram
 from .moments import RunningMoments
 
 __all__ = ["value_rows", "reduce_value_rows", "reduce_weighted_rows", "value_width", "ReductionTree"]
@@ -35,9 +36,9 @@ def _equal_value_rows(y: torch.Tensor, blocks: int, log_scale: torch.Tensor | No
     n, k = y.shape
     m = n // blocks
     yb = y.view(blocks, m, k)
-    mean = yb.mean(1)
+    mean = block_sum(yb) / m
     xc = yb - mean[:, None, :]
-    m2 = torch.bmm(xc.transpose(1, 2), xc)
+    m2 = gram(xc)
     count = torch.full((blocks, 1), float(m), dtype=torch.float64, device=y.device)
     ls = torch.zeros_like(count) if log_scale is None else log_scale.reshape(blocks, 1)
     return torch.cat([count, ls, mean, m2.reshape(blocks, k * k)], 1)
@@ -75,7 +76,7 @@ def reduce_value_rows(rows: torch.Tensor, k: int) -> torch.Tensor:
         m2 = m2 * (a * a)[:, None, None]
     new_mean = (count[:, None] * mean).sum(0) / total
     delta = mean - new_mean
-    new_m2 = m2.sum(0) + (count[:, None] * delta).T @ delta
+    new_m2 = m2.sum(0) + gram(delta[None], weight=count[None])[0]
     head = torch.stack([total, scale])
     return torch.cat([head, new_mean, new_m2.reshape(-1)])[None]
 

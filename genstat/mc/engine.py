@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from . import blockstats as bs
+from ._sums import exp_blocks
 from .diagnostics import _khat_from_top, khat_threshold, tail_length
 from .distributed import all_reduce_, gather_blocks, world
 from .moments import RunningMoments
@@ -495,7 +496,7 @@ class _Engine:
         else:
             scale = torch.stack([s.max() for s in torch.split(lw, lens)])
         scale = torch.where(torch.isneginf(scale), torch.zeros_like(scale), scale)
-        w = torch.exp(lw - torch.repeat_interleave(scale, torch.tensor(lens, device=lw.device)))[:, None]
+        w = exp_blocks(lw - torch.repeat_interleave(scale, torch.tensor(lens, device=lw.device)), lens)[:, None]
         return bs.value_rows(torch.cat([w * y, w], 1), lens, scale)
 
     def _sn_rows(self, y: torch.Tensor, lw: torch.Tensor, lens: list[int]) -> torch.Tensor:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._sums import block_sum, exp_blocks, gram
+
 __all__ = ["RunningMoments"]
 
 
@@ -83,9 +85,9 @@ class RunningMoments:
         m = n // blocks
         count = torch.full((blocks,), m, dtype=torch.int64, device=x.device)
         if log_weights is None:
-            mean = xb.mean(1)
+            mean = block_sum(xb) / m
             xc = xb - mean[:, None, :]
-            m2 = torch.einsum("bni,bnj->bij", xc, xc)
+            m2 = gram(xc)
             ones = count.to(torch.float64)
             out = cls(count, torch.zeros_like(ones), ones, ones.clone(), mean, m2, m2.clone(), torch.zeros_like(mean))
         else:
@@ -98,15 +100,16 @@ class RunningMoments:
             # a block whose weights are all zero (log_weights = -inf) is legitimate (a rare event
             # missed by the proposal): it carries sw = 0 and log_scale = -inf and adds nothing
             empty = torch.isneginf(scale)
-            w = torch.exp(lw - torch.where(empty, torch.zeros_like(scale), scale)[:, None])
-            sw = w.sum(1)
-            sw2 = (w * w).sum(1)
-            mean = (w[..., None] * xb).sum(1) / torch.where(empty, torch.ones_like(sw), sw)[:, None]
-            xc = xb - mean[:, None, :]
-            m2 = torch.einsum("bn,bni,bnj->bij", w, xc, xc)
+            w = exp_blocks((lw - torch.where(empty, torch.zeros_like(scale), scale)[:, None]).reshape(-1), [m] * blocks)
+            w = w.reshape(blocks, m)
+            sw = block_sum(w[:, :, None])[:, 0]
             w2 = w * w
-            c2 = torch.einsum("bn,bni,bnj->bij", w2, xc, xc)
-            d2 = (w2[..., None] * xc).sum(1)
+            sw2 = block_sum(w2[:, :, None])[:, 0]
+            mean = block_sum(w[..., None] * xb) / torch.where(empty, torch.ones_like(sw), sw)[:, None]
+            xc = xb - mean[:, None, :]
+            m2 = gram(xc, weight=w)
+            c2 = gram(xc, weight=w2)
+            d2 = block_sum(w2[..., None] * xc)
             out = cls(count, scale, sw, sw2, mean, m2, c2, d2)
         return out.reduce() if blocks == 1 and not keep_blocks else out
 
@@ -156,14 +159,15 @@ class RunningMoments:
         sw2 = sw2_b.sum()
         mean = (sw_b[:, None] * self.mean).sum(0) / sw
         delta = self.mean - mean  # (B, k)
-        m2 = (s[:, None, None] * self.m2).sum(0) + torch.einsum("b,bi,bj->ij", sw_b, delta, delta)
+        m2 = (s[:, None, None] * self.m2).sum(0) + gram(delta[None], weight=sw_b[None])[0]
         s2 = s * s
         dd = s2[:, None] * self.d2  # (B, k)
+        cross = gram(dd[None], delta[None])[0]
         c2 = (
             (s2[:, None, None] * self.c2).sum(0)
-            + torch.einsum("bi,bj->ij", dd, delta)
-            + torch.einsum("bi,bj->ij", delta, dd)
-            + torch.einsum("b,bi,bj->ij", sw2_b, delta, delta)
+            + cross
+            + cross.T
+            + gram(delta[None], weight=sw2_b[None])[0]
         )
         d2 = dd.sum(0) + (sw2_b[:, None] * delta).sum(0)
         return RunningMoments(self.count.sum(), scale, sw, sw2, mean, m2, c2, d2)

@@ -1,0 +1,86 @@
+"""Sums and exponentials whose rounding depends only on the block, not on batching, threads or ranks.
+
+torch's CPU kernels are fast, but their rounding can depend on exactly what the engine's contract
+says must not matter (measured: the same block's second moments differed in the last bit between a
+batch of one block and a batch of five, and between a 2-thread process and a torchrun worker):
+
+* BLAS (``bmm``, ``einsum``, ``@``) chooses kernels, and may split the summed dimension over
+  threads, by shape, batch count and thread count;
+* a reduction to one number over >= ``_GRAIN`` elements is split over the threads;
+* elementwise transcendental functions use a vectorised kernel except for the last elements of each
+  thread's chunk, which go through the scalar libm function (they can differ by one ulp), and the
+  chunk boundaries depend on the batch size and the thread count.
+
+So the engine never uses BLAS for its statistics: sums of products are elementwise products reduced
+by ``torch.sum`` along the sample dimension (which torch parallelises over the outputs only, keeping
+each output's order), long sample dimensions are summed in fixed chunks, and exponentials of large
+batches are taken block by block. On CUDA the order of a reduction is fixed by its shape and no
+scalar/vector split exists, so the fast single calls are kept there.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["block_sum", "gram", "exp_blocks"]
+
+#: torch (at::internal::GRAIN_SIZE) splits a reduction to one output over threads from this size
+_GRAIN = 32768
+#: sample-dimension chunk: below _GRAIN, so a one-output reduction of a chunk is always serial
+_CHUNK = 16384
+#: elements per unrolled vector step (two AVX-512 double vectors); block sizes that are multiples
+#: of it never put a block's elements through the scalar tail of a single-threaded kernel
+_LANES = 16
+
+
+def block_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t.sum(1)`` for ``t`` of shape (B, n, P), rounded the same way for every B and thread count.
+
+    Rows beyond ``_CHUNK`` are summed in chunks of ``_CHUNK`` (zero-padded), then the chunk sums.
+    """
+    B, n, P = t.shape
+    if n <= _CHUNK:
+        return t.sum(1)
+    pad = (-n) % _CHUNK
+    if pad:
+        t = torch.cat([t, t.new_zeros((B, pad, P))], 1)
+    return t.reshape(B, -1, _CHUNK, P).sum(2).sum(1)
+
+
+def gram(a: torch.Tensor, b: torch.Tensor | None = None, *, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_t a[:, t, i] * b[:, t, j]`` for (B, n, k) inputs, without BLAS; shape (B, k, k).
+
+    With ``b`` omitted: ``sum_t weight[:, t] * a[:, t, i] * a[:, t, j]`` (``weight`` (B, n), default
+    1), computed on the upper triangle and mirrored (exactly symmetric). Memory: one (B, n, k)
+    temporary at a time.
+    """
+    B, n, k = a.shape
+    out = torch.empty((B, k, k), dtype=a.dtype, device=a.device)
+    if b is None:
+        left = a if weight is None else a * weight[:, :, None]
+        for i in range(k):
+            s = block_sum(left[:, :, i : i + 1] * a[:, :, i:])
+            out[:, i, i:] = s
+            out[:, i:, i] = s
+        return out
+    for i in range(k):
+        out[:, i, :] = block_sum(a[:, :, i : i + 1] * b)
+    return out
+
+
+def exp_blocks(t: torch.Tensor, lens: list[int]) -> torch.Tensor:
+    """``torch.exp(t)`` for a 1-d ``t`` made of consecutive blocks of sizes ``lens``, every block
+    rounded as if it were exponentiated on its own (see the module docstring)."""
+    if t.device.type != "cpu":
+        return t.exp()
+    n = t.numel()
+    single = n < _GRAIN or torch.get_num_threads() == 1
+    if single and all(m % _LANES == 0 for m in lens[:-1]):
+        return t.exp()
+    out = torch.empty_like(t)
+    o = 0
+    for m in lens:
+        for s in range(o, o + m, _CHUNK):
+            e = min(o + m, s + _CHUNK)
+            torch.exp(t[s:e], out=out[s:e])
+        o += m
+    return out
