@@ -284,8 +284,8 @@ def _peaked_sums(xs: torch.Tensor, rows: torch.Tensor | None, u: torch.Tensor, b
                  near: torch.Tensor) -> torch.Tensor:
     """Per row of the sorted, centred, scaled float32 data ``xs`` at the scaled location ``u``: ``S, SL,
     SLL`` over all points and the far moments ``M_k = sum_far e D^k`` (``k = 0.._TAYLOR``; far: outside
-    the columns ``near``), all accumulated in float64 (the moments' variation over the candidate
-    locations is what the location search compares)."""
+    the columns ``near``). ``M_1 ... M_6`` are summed with :func:`_rowsum`'s ``exact=True``: the location
+    search compares their variation over the candidate locations, where float32 sums would be too noisy."""
     n = xs.shape[1]
     R = xs.shape[0] if rows is None else rows.numel()
     out = torch.empty((R, 4 + _TAYLOR), dtype=_F64, device=xs.device)
@@ -300,13 +300,13 @@ def _peaked_sums(xs: torch.Tensor, rows: torch.Tensor | None, u: torch.Tensor, b
         e = torch.mul(L, bw[s:s + r]).exp_()
         t = torch.mul(e, L)
         o = out[s:s + r]
-        o[:, 0] = _rowsum(e, True)
-        o[:, 1] = _rowsum(t, True)
-        o[:, 2] = _rowsum(t.mul_(L), True)
+        o[:, 0] = _rowsum(e)
+        o[:, 1] = _rowsum(t)
+        o[:, 2] = _rowsum(t.mul_(L))
         idx = near[s:s + r]
         e.scatter_(1, idx, 0.0)
         D = d.scatter_(1, idx, 1.0).reciprocal_()
-        o[:, 3] = _rowsum(e, True)
+        o[:, 3] = _rowsum(e)  # M_0 cancels from every comparison of candidate locations
         for k in range(1, _TAYLOR + 1):
             e.mul_(D)
             o[:, 3 + k] = _rowsum(e, True)
