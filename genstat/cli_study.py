@@ -124,11 +124,20 @@ def _sweep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _err(f"sweep interrupted; finished cells are kept, re-run the same command to resume ({out})")
         return 130
-    bad = {k: e["status"] for k, e in entries.items() if e["status"] != "completed"}
+    from genstat.experiments.manifest import owner_alive, this_process
+
+    me = this_process()
+    # entries another live sweep process claimed are its to finish, not failures of this one
+    elsewhere = {k for k, e in entries.items() if e["status"] in ("queued", "running") and e.get("owner") != me
+                 and owner_alive(e.get("owner"), other_hosts=not args.retry_running)}
+    bad = {k: e["status"] for k, e in entries.items() if e["status"] != "completed" and k not in elsewhere}
     counts: dict[str, int] = {}
     for e in entries.values():
         counts[e["status"]] = counts.get(e["status"], 0) + 1
     print(f"sweep directory: {out} (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")")
+    if elsewhere:
+        print(f"{len(elsewhere)} run(s) still with another sweep process: " + ", ".join(sorted(elsewhere)[:10])
+              + "; re-run the command after it ends to check them")
     if bad:
         _err(f"{len(bad)} run(s) not completed: " + ", ".join(f"{k} ({s})" for k, s in list(bad.items())[:10])
              + "; re-run the command to retry them")
