@@ -12,8 +12,8 @@ batch of one block and a batch of five, and between a 2-thread process and a tor
   chunk boundaries depend on the batch size and the thread count.
 
 So the engine never uses BLAS for its statistics: sums of products are elementwise products reduced
-by ``torch.sum`` along the sample dimension (which torch parallelises over the outputs only, keeping
-each output's order), long sample dimensions are summed in fixed chunks, and exponentials of large
+by ``torch.sum`` along the sample dimension (which torch parallelises over the outputs only when
+there are several, keeping each output's order), long sample dimensions are summed in fixed chunks, and exponentials of large
 batches are taken block by block. On CUDA the order of a reduction is fixed by its shape and no
 scalar/vector split exists, so the fast single calls are kept there.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["block_sum", "gram", "exp_blocks"]
+__all__ = ["block_sum", "last_sum", "gram", "gram_last", "exp_blocks"]
 
 #: torch (at::internal::GRAIN_SIZE) splits a reduction to one output over threads from this size
 _GRAIN = 32768
@@ -46,25 +46,56 @@ def block_sum(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(B, -1, _CHUNK, P).sum(2).sum(1)
 
 
+def last_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t.sum(-1)`` (samples on the last, contiguous axis), chunked along it like :func:`block_sum`."""
+    n = t.shape[-1]
+    if n <= _CHUNK:
+        return t.sum(-1)
+    pad = (-n) % _CHUNK
+    if pad:
+        t = torch.nn.functional.pad(t, (0, pad))
+    return t.reshape(*t.shape[:-1], -1, _CHUNK).sum(-1).sum(-1)
+
+
 def gram(a: torch.Tensor, b: torch.Tensor | None = None, *, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_t a[:, t, i] * b[:, t, j]`` for (B, n, k) inputs, without BLAS; shape (B, k, k).
 
     With ``b`` omitted: ``sum_t weight[:, t] * a[:, t, i] * a[:, t, j]`` (``weight`` (B, n), default
-    1), computed on the upper triangle and mirrored (exactly symmetric). Memory: one (B, n, k)
-    temporary at a time.
+    1), computed on the upper triangle and mirrored (exactly symmetric). The samples are moved to
+    the last axis first so that every sum is a contiguous (vectorised) reduction; one row of
+    products is held at a time.
     """
     B, n, k = a.shape
-    out = torch.empty((B, k, k), dtype=a.dtype, device=a.device)
+    if k == 1 and b is None:
+        p = a[:, :, 0] * a[:, :, 0]
+        return last_sum((p if weight is None else p.mul_(weight))[:, None, :])[:, :, None]
+    at = a.transpose(1, 2).contiguous()
+    out = a.new_zeros((B, k, k))
     if b is None:
-        left = a if weight is None else a * weight[:, :, None]
+        w = None if weight is None else weight[:, None, :]
         for i in range(k):
-            s = block_sum(left[:, :, i : i + 1] * a[:, :, i:])
-            out[:, i, i:] = s
-            out[:, i:, i] = s
-        return out
+            p = at[:, i : i + 1, :] * at[:, i:, :]
+            out[:, i, i:] = last_sum(p if w is None else p.mul_(w))
+        return out + torch.triu(out, 1).transpose(1, 2)  # adds exact zeros
+    bt = b.transpose(1, 2).contiguous()
     for i in range(k):
-        out[:, i, :] = block_sum(a[:, :, i : i + 1] * b)
+        out[:, i, :] = last_sum(at[:, i : i + 1, :] * bt)
     return out
+
+
+def gram_last(xt: torch.Tensor) -> torch.Tensor:
+    """Gram matrices of samples stored last: ``xt`` (k, B, n) -> (B, k, k), ``sum_t xt[i, b, t] xt[j, b, t]``.
+
+    The layout the engine keeps its outputs in (one contiguous row of samples per component and
+    block), so that no transposed copy is needed; exactly symmetric like :func:`gram`.
+    """
+    k, B, n = xt.shape
+    if k == 1:
+        return last_sum(xt[0] * xt[0])[:, None, None]
+    out = xt.new_zeros((B, k, k))
+    for i in range(k):
+        out[:, i, i:] = last_sum(xt[i : i + 1] * xt[i:]).T
+    return out + torch.triu(out, 1).transpose(1, 2)  # adds exact zeros
 
 
 def exp_blocks(t: torch.Tensor, lens: list[int]) -> torch.Tensor:

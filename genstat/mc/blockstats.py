@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ._sums import block_sum, gram
+from ._sums import gram, gram_last, last_sum
 from .moments import RunningMoments
 
 __all__ = ["value_rows", "reduce_value_rows", "reduce_weighted_rows", "value_width", "ReductionTree"]
@@ -32,30 +32,33 @@ def value_width(k: int) -> int:
     return 2 + k + k * k
 
 
-def _equal_value_rows(y: torch.Tensor, blocks: int, log_scale: torch.Tensor | None) -> torch.Tensor:
-    n, k = y.shape
+def _equal_value_rows(yt: torch.Tensor, blocks: int, log_scale: torch.Tensor | None) -> torch.Tensor:
+    k, n = yt.shape
     m = n // blocks
-    yb = y.view(blocks, m, k)
-    mean = block_sum(yb) / m
-    xc = yb - mean[:, None, :]
-    m2 = gram(xc)
-    count = torch.full((blocks, 1), float(m), dtype=torch.float64, device=y.device)
+    yb = yt.reshape(k, blocks, m)
+    mean = last_sum(yb) / m  # (k, blocks)
+    m2 = gram_last(yb - mean[:, :, None])
+    count = torch.full((blocks, 1), float(m), dtype=torch.float64, device=yt.device)
     ls = torch.zeros_like(count) if log_scale is None else log_scale.reshape(blocks, 1)
-    return torch.cat([count, ls, mean, m2.reshape(blocks, k * k)], 1)
+    return torch.cat([count, ls, mean.T, m2.reshape(blocks, k * k)], 1)
 
 
 def value_rows(y: torch.Tensor, lens: list[int], log_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Value rows of the consecutive blocks of ``y`` (float64, shape (n, k)) of sizes ``lens``.
+    """Value rows of the consecutive blocks of ``y`` (shape (n, k), any real dtype; the statistics
+    are float64) of sizes ``lens``.
 
     ``log_scale`` (one per block) is stored as given; ``y`` must already be divided by it.
     """
     b = len(lens)
+    n, k = y.shape
+    # one float64 copy with the samples last: every per-block sum is then a contiguous reduction
+    yt = torch.empty((k, n), dtype=torch.float64, device=y.device).copy_(y.T)
     if all(m == lens[0] for m in lens):
-        return _equal_value_rows(y, b, log_scale)
+        return _equal_value_rows(yt, b, log_scale)
     # only the last block of a run is ever shorter: the equal ones at once, then the rest
     head = sum(lens[:-1])
-    first = _equal_value_rows(y[:head], b - 1, None if log_scale is None else log_scale[:-1])
-    last = _equal_value_rows(y[head:], 1, None if log_scale is None else log_scale[-1:])
+    first = _equal_value_rows(yt[:, :head], b - 1, None if log_scale is None else log_scale[:-1])
+    last = _equal_value_rows(yt[:, head:], 1, None if log_scale is None else log_scale[-1:])
     return torch.cat([first, last], 0)
 
 

@@ -459,10 +459,11 @@ class _Engine:
             self._set_k(k, y.ndim == 1)
         elif k != self.k_out or (y.ndim == 1) != self.scalar_out:
             raise ValueError(f"fn returned shape {tuple(y.shape)}, inconsistent with earlier batches (k={self.k_out})")
-        y = y.reshape(n, k).to(torch.float64)
+        y = y.reshape(n, k)
         if self.mode == "plain":
-            rows = bs.value_rows(y, lens)
+            rows = bs.value_rows(y, lens)  # converts to float64 itself, in its own layout
         else:
+            y = y.to(torch.float64)
             lw = self._log_weights(x, n, group)
             if stream == 0 and self._tail:
                 self._keep_top(lw)
