@@ -7,6 +7,8 @@ interpolant framework they are the "dependent couplings" of Albergo et al. (2024
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import ot
 import torch
@@ -14,6 +16,8 @@ import torch
 __all__ = ["COUPLINGS", "couple"]
 
 COUPLINGS = ("independent", "ot", "sinkhorn", "paired")
+#: largest accepted marginal error of an entropic plan, relative to the marginal weight 1/n
+_MARGINAL_TOL = 1e-3
 
 
 def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
@@ -28,6 +32,9 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
         transport plan for the squared Euclidean cost (``ot.emd``; with equal batch sizes it is a
         permutation, applied to x1). ``"sinkhorn"``: entropic plan ``ot.sinkhorn`` with
         regularisation ``reg`` times the mean cost; n pairs are drawn from the plan with ``generator``.
+        The plan's marginals are checked (to 1e-3 of 1/n); where the plain Sinkhorn iteration
+        underflows (small ``reg``) POT's log-domain epsilon-scaling solver is used instead, and if
+        neither meets the marginals a ``ValueError`` is raised rather than returning a non-coupling.
     generator : torch.Generator, optional
         Needed for ``"sinkhorn"``.
     reg : float
@@ -65,9 +72,39 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
         raise ValueError("coupling='sinkhorn' needs a torch.Generator (generator=...)")
     if not reg > 0:
         raise ValueError(f"reg must be positive, got {reg}")
-    plan = ot.sinkhorn(w, w, cost / cost.mean(), reg, numItermax=1000)
+    plan = _entropic_plan(w, cost / cost.mean(), reg)
     p = torch.as_tensor(plan.reshape(-1), dtype=torch.float64)
     p = p.clamp_min(0)
     idx = torch.multinomial((p / p.sum()).to(generator.device), n, replacement=True,
                             generator=generator).to(x0.device)
     return x0[idx // n], x1[idx % n]
+
+
+def _marginal_error(plan: np.ndarray, w: np.ndarray) -> float:
+    """Largest deviation of the plan's row and column sums from ``w``, relative to ``w`` (inf if the
+    plan has non-finite or negative entries)."""
+    if not np.isfinite(plan).all() or (plan < 0).any():
+        return float("inf")
+    return float(max(np.abs(plan.sum(1) - w).max(), np.abs(plan.sum(0) - w).max()) / w.max())
+
+
+def _entropic_plan(w: np.ndarray, cost: np.ndarray, reg: float) -> np.ndarray:
+    """A checked entropic OT plan: POT's Sinkhorn, or its log-domain epsilon-scaling solver where the
+    plain iteration under/overflows (small ``reg``: ``exp(-cost/reg)`` is 0 for most pairs, and the plan
+    it returns is not a coupling). Raises when neither meets the marginals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # non-convergence is checked below
+        with np.errstate(all="ignore"):
+            plan = ot.sinkhorn(w, w, cost, reg, numItermax=1000, stopThr=1e-9)
+        err = _marginal_error(plan, w)
+        if err <= _MARGINAL_TOL:
+            return plan
+        plan = ot.sinkhorn(w, w, cost, reg, method="sinkhorn_epsilon_scaling", numItermax=1000, stopThr=1e-9)
+        err = _marginal_error(plan, w)
+    if err <= _MARGINAL_TOL:
+        return plan
+    raise ValueError(
+        f"coupling='sinkhorn' with reg={reg}: the entropic plan does not meet its marginals (largest error "
+        f"{err:.3g} of the weight 1/n, tolerance {_MARGINAL_TOL:g}) even with the log-domain solver; use a "
+        "larger reg or coupling='ot'"
+    )
