@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..datasets.toy2d import GaussianMixture
+from .fields import eta_from_score
 from .paths import Interpolant, _as_time
 
 __all__ = ["ExactFields", "exact_fields"]
@@ -116,9 +117,20 @@ class ExactFields:
         return -(resp * sol).sum(1)
 
     def eta(self, t, x: torch.Tensor) -> torch.Tensor:
-        """The denoiser E[z | x_t = x] = -gamma(t) s(t, x), shape (n, d)."""
+        """The denoiser, shape (n, d), with the convention of :func:`~genstat.interpolants.score_from_eta`:
+        ``E[z | x_t = x] = -gamma(t) s(t, x)`` on a path with noise; on a noise-free one-sided path the
+        latent x0 ~ N(0, I) is the noise and ``eta = E[x0 | x_t = x] = -alpha(t) s(t, x)``.
+
+        Raises
+        ------
+        ValueError
+            On a noise-free two-sided path (no Gaussian latent: eta is not defined).
+        """
+        I = self.interpolant
+        if not (I.has_noise or I.one_sided):
+            raise ValueError("eta needs a noise gamma or a one-sided path (this path has neither)")
         tt = _as_time(t, x, x.shape[0])
-        return -self.interpolant.gamma(tt)[:, None] * self.score(tt, x)
+        return eta_from_score(I, tt, self.score(tt, x))
 
     def marginal(self, t: float) -> GaussianMixture:
         """The law of x_t as a :class:`~genstat.datasets.GaussianMixture`."""

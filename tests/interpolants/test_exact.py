@@ -99,3 +99,40 @@ def test_bad_inputs():
     F = exact_fields(Interpolant(), src, tgt)
     with pytest.raises(ValueError, match="x must have shape"):
         F.velocity(torch.zeros(3, dtype=F64), torch.zeros(3, 3, dtype=F64))
+
+
+@pytest.mark.parametrize("path", ["one_sided_linear", "one_sided_trig"])
+def test_noise_free_one_sided_eta_is_the_latent_posterior_mean(path):
+    # measured on the first version: eta was identically 0 on these paths (it used gamma = 0), and
+    # score_from_eta(eta) missed the score by 2.05. Here x_t = alpha x0 + beta x1 with x0 ~ N(0, I),
+    # x1 ~ N(m1, C1): E[x0 | x_t = x] = alpha C_t^{-1} (x - beta m1), C_t = alpha^2 I + beta^2 C1.
+    from genstat.interpolants import score_from_eta
+
+    m1 = torch.tensor([[1.0, -2.0]], dtype=F64)
+    C1 = torch.tensor([[[0.5, 0.2], [0.2, 0.8]]], dtype=F64)
+    src = GaussianMixture(torch.ones(1, dtype=F64), torch.zeros(1, 2, dtype=F64), torch.ones(1, dtype=F64))
+    tgt = GaussianMixture(torch.ones(1, dtype=F64), m1, C1)
+    I = Interpolant(path)
+    F = exact_fields(I, src, tgt)
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(64, generator=g, dtype=F64) * 0.9 + 0.05
+    x = torch.randn(64, 2, generator=g, dtype=F64)
+    a, b = I.alpha(t)[:, None, None], I.beta(t)[:, None, None]
+    Ct = a**2 * torch.eye(2, dtype=F64) + b**2 * C1
+    want = (a * torch.linalg.solve(Ct, (x - b[..., 0] * m1)[..., None]))[..., 0]
+    torch.testing.assert_close(F.eta(t, x), want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(score_from_eta(I, t, F.eta(t, x)), F.score(t, x), rtol=1e-10, atol=1e-12)
+
+
+def test_eta_with_noise_and_undefined_eta():
+    from genstat.interpolants import score_from_eta
+
+    g1 = GaussianMixture(torch.ones(2, dtype=F64) / 2, torch.tensor([[0.0, 1.0], [2.0, 0.0]], dtype=F64),
+                         torch.full((2,), 0.3, dtype=F64))
+    I = Interpolant("linear", "brownian")
+    F = exact_fields(I, g1, g1)
+    t = torch.full((5,), 0.3, dtype=F64)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    torch.testing.assert_close(score_from_eta(I, t, F.eta(t, x)), F.score(t, x), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="eta needs"):
+        exact_fields(Interpolant("linear", "none"), g1, g1).eta(t, x)
