@@ -43,18 +43,42 @@ def draw_seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
 
 
-def call_phis(phis: Callable, x: torch.Tensor, J: int | None, allow_negative: bool) -> torch.Tensor:
-    """Evaluate ``phis`` on (n, d) points and validate: (n, J) finite float64, non-negative."""
-    y = phis(x)
+def call_phis(
+    phis: Callable, x: torch.Tensor, J: int | None, allow_negative: bool, logf: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Evaluate ``phis`` on (n, d) points and validate: (n, J) finite float64, non-negative.
+
+    ``logf`` (n, J) or (n, 1), the input log-densities at ``x``: where ``log f_j = -inf`` the
+    importance weight of expectation j is 0, so phi_j counts as 0 there and is not validated (a
+    Gaussian proposal puts some points outside a bounded support, where phi may be negative or
+    NaN, e.g. sqrt(x) below 0). Points outside every support are not passed to ``phis`` at all.
+    """
     n = x.shape[0]
+    dead = None if logf is None else torch.isneginf(logf)
+    if dead is not None and not bool(dead.any()):
+        dead = None
+    keep = None if dead is None else ~dead.all(1)  # rows inside some input's support
+    if keep is not None and bool(keep.all()):
+        keep = None
+    if keep is not None and J is not None and not bool(keep.any()):
+        return x.new_zeros((n, J), dtype=torch.float64)
+    xin = x if keep is None else x[keep]
+    m = xin.shape[0]
+    y = phis(xin)
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"phis must return a torch.Tensor, got {type(y).__name__}")
     if y.ndim == 1:
         y = y[:, None]
-    if y.ndim != 2 or y.shape[0] != n or (J is not None and y.shape[1] != J):
-        want = f"({n}, {J})" if J is not None else f"({n}, J)"
+    if y.ndim != 2 or y.shape[0] != m or (J is not None and y.shape[1] != J):
+        want = f"({m}, {J})" if J is not None else f"({m}, J)"
         raise ValueError(f"phis must return shape {want}, got {tuple(y.shape)}")
     y = y.to(torch.float64)
+    if keep is not None:
+        full = y.new_zeros((n, y.shape[1]))
+        full[keep] = y
+        y = full
+    if dead is not None:
+        y = y.masked_fill(dead, 0.0)
     bad = ~torch.isfinite(y)
     if bool(bad.any()):
         j = int(torch.nonzero(bad.any(0))[0, 0])
@@ -65,9 +89,10 @@ def call_phis(phis: Callable, x: torch.Tensor, J: int | None, allow_negative: bo
             j = int(torch.nonzero(neg.any(0))[0, 0])
             lo = float(y[:, j].min())
             raise ValueError(
-                f"phis returned negative values for expectation {j} (min {lo:.4g}); aISCV needs "
-                f"phi_j >= 0: estimate E[phi_j + c] with a shift c >= {-lo:.4g} (a bound on -phi_j) "
-                "and subtract c"
+                f"phis returned negative values for expectation {j} (min {lo:.4g}) where its input "
+                "density is positive; aISCV fits its proposals to phi_j f_j and needs phi_j >= 0: "
+                "pass allow_negative=True for signed integrands (the proposals then target "
+                "|phi_j| f_j; the estimate stays unbiased)"
             )
     return y
 
@@ -206,6 +231,10 @@ def aiscv(
     ----------
     phis : callable
         ``phis(x) -> (n, J)`` non-negative integrands for x of shape (n, d) (univariate inputs: (n, 1)).
+        Where an input density f_j is 0 (log-density -inf, e.g. outside the support of an
+        Exponential, LogNormal or Uniform input that a Gaussian proposal overshoots) the importance
+        weight is 0 and phi_j counts as 0: its value there is neither used nor validated, and
+        points outside every support are not passed to ``phis``.
     inputs : Distribution or list of Distribution
         One input density shared by all J integrands, a distribution with ``batch_shape (J,)``, or
         a list of J distributions (event shape () or (d,)).
@@ -226,7 +255,10 @@ def aiscv(
     final : {"iid", "rqmc"}
         The fresh final sample: i.i.d. through :func:`genstat.mc.estimate`, or randomised QMC
         (``n_randomizations`` scrambled Sobol' sequences pushed through g_alpha; stderr from their
-        spread).
+        spread, so the result carries ``df = n_randomizations - 1`` and its intervals use
+        Student's t).
+    n_randomizations : int
+        R >= 2 independent randomisations for ``final="rqmc"``.
     cov_floor : float
         Relative covariance floor added to every cross-entropy fit.
     patience : int
@@ -241,7 +273,8 @@ def aiscv(
     generator : torch.Generator
         Source of randomness (the final i.i.d. stage is block-seeded from a seed drawn from it).
     allow_negative : bool
-        Accept signed phi (the CE fit then targets |phi_j| f_j). Used by the Sobol' estimators.
+        Accept signed phi (the CE fit then targets |phi_j| f_j; estimator (3) stays unbiased). Without
+        it a negative value raises ``ValueError``. Used by the Sobol' estimators.
 
     Returns
     -------
@@ -297,13 +330,13 @@ def aiscv(
 
     # --- iteration 0: a sample from the inputs (or their equal mixture)
     X = inp.sample_mean(nb, gen).to(torch.float64)
-    Y = call_phis(phis, to_in(X), inp.J, allow_negative)
+    logf = inp.log_prob(to_in(X))
+    Y = call_phis(phis, to_in(X), inp.J, allow_negative, logf)
     J = Y.shape[1]
     if inp.J is not None and inp.J != J:
         raise ValueError(f"inputs describe {inp.J} densities but phis returns {J} columns")
     if names is not None and len(names) != J:
         raise ValueError(f"names must have length {J}, got {len(names)}")
-    logf = inp.log_prob(to_in(X))
     logq = [inp.log_mean(to_in(X), logf)]  # log-density of each proposal used, on all points
     counts = [nb]
     V = _ratio(logf, logq[0][:, None], "importance weight") * Y
@@ -345,8 +378,8 @@ def aiscv(
         prop = FrozenProposal(fam, alpha, beta, float(defensive))
         # a new batch from g_alpha
         Xn = prop.sample(nb, gen, inp)
-        Yn = call_phis(phis, to_in(Xn), J, allow_negative)
         logfn = inp.log_prob(to_in(Xn))
+        Yn = call_phis(phis, to_in(Xn), J, allow_negative, logfn)
         log_fbar_n = inp.log_mean(to_in(Xn), logfn)
         logGn = fam.log_prob(Xn)
         lga_n = prop.log_prob(logGn, log_fbar_n)
@@ -394,8 +427,8 @@ def aiscv(
 
     def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
         x = x.to(torch.float64)
-        y = call_phis(phis, to_in(x), J, allow_negative)
         lf = inp.log_prob(to_in(x))
+        y = call_phis(phis, to_in(x), J, allow_negative, lf)
         lfb = inp.log_mean(to_in(x), lf) if prop.defensive > 0 else None
         lG = prop.log_components(x)
         lga = prop.log_prob(lG, lfb)
@@ -440,4 +473,5 @@ def aiscv(
         weights=w_dev.cpu(), trace=tuple(trace), covariance=None if cov is None else cov.cpu(),
         method="aiscv" if final == "iid" else "aiscv_rqmc", wall_time=time.perf_counter() - t0,
         level=float(level), names=tuple(names) if names is not None else None, chosen_iteration=chosen,
+        df=None if final == "iid" else n_randomizations - 1,
     )

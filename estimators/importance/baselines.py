@@ -130,8 +130,8 @@ def mixture_reweighting(
     _budget(budget)
 
     def fn(x):
-        y = call_phis(phis, x, inp.J, True)
         lf = inp.log_prob(x)
+        y = call_phis(phis, x, inp.J, True, lf)  # phi_j counts as 0 where f_j = 0
         return y * torch.exp(lf - inp.log_mean(x, lf)[:, None])
 
     res = mc_estimate(fn, lambda n, g, d: inp.sample_mean(n, g), budget, seed=draw_seed(gen), device=gen.device,
@@ -189,6 +189,7 @@ def is_separate(
         r = aiscv(lambda x, j=j: phis(x)[:, j : j + 1], fj, per, weights="absolute", family=family,
                   defensive=defensive, generator=gen, level=level, **kwargs)
         ests.append(r.estimate[0])
+        df = r.df  # the same for every j (None, or n_randomizations - 1 with final="rqmc")
         ses.append(r.stderr[0])
         n_ad += r.n_adaptive
     est, se = torch.stack(ests), torch.stack(ses)
@@ -196,6 +197,7 @@ def is_separate(
         estimate=est, stderr=se, n_samples=per * J, n_adaptive=n_ad, n_final=per * J - n_ad,
         weights=torch.ones(J, dtype=torch.float64), covariance=torch.diag(se**2), method="is_separate",
         wall_time=time.perf_counter() - t0, level=level, names=tuple(names) if names is not None else None,
+        df=df,
     )
 
 

@@ -1,6 +1,7 @@
 """Public names resolve and every docstring example runs."""
 import doctest
 import importlib
+import inspect
 
 import pytest
 
@@ -26,3 +27,12 @@ def test_docstring_examples(name):
     mod = importlib.import_module(f"estimators.importance.{name}")
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert res.failed == 0
+
+
+def test_public_signatures_have_no_private_parameters():
+    # target_sobol_indices passes its indicator through a private helper, not a public "_indicator"
+    for name in imp.__all__:
+        obj = getattr(imp, name)
+        if inspect.isfunction(obj):
+            private = [p for p in inspect.signature(obj).parameters if p.startswith("_")]
+            assert not private, (name, private)

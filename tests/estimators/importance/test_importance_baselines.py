@@ -130,3 +130,19 @@ def test_is_separate_item_api():
     z = (r.estimate - ref.estimate) / (r.stderr**2 + ref.stderr**2).sqrt()
     assert float(z.abs().max()) < 4.5
     np.testing.assert_array_less(r.stderr.numpy(), 0.01)
+
+
+def test_mixture_reweighting_bounded_supports():
+    # f_1 = U(0, 1), f_2 = U(0.5, 2): phi_2 = sqrt(x - 0.5) is NaN at points drawn from f_1 where
+    # f_2 = 0 (weight 0). E[X(1 - X)] = 1/6; E[sqrt(X - 0.5)] = (2/3) sqrt(1.5)
+    f = [D.Uniform(torch.tensor(a, dtype=F64), torch.tensor(b, dtype=F64)) for a, b in ((0.0, 1.0), (0.5, 2.0))]
+    r = mixture_reweighting(lambda x: torch.cat([x * (1 - x), (x - 0.5).sqrt()], 1), f, 20_000, generator=gen(6))
+    truth = torch.tensor([1 / 6, 2 / 3 * math.sqrt(1.5)], dtype=F64)
+    assert bool(((r.estimate - truth).abs() < 5 * r.stderr).all()), (r.estimate, r.stderr)
+
+
+def test_is_separate_carries_rqmc_df():
+    r = is_separate(lambda x: torch.cat([x**2, x**4], 1), normal(), 8000, final="rqmc", defensive=0.0,
+                    n_randomizations=4, generator=gen(7))
+    assert r.df == 3
+    assert bool(((r.estimate - torch.tensor([1.0, 3.0], dtype=F64)).abs() < 5 * r.stderr).all())
