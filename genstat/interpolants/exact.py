@@ -104,11 +104,16 @@ class ExactFields:
 
     def velocity(self, t, x: torch.Tensor) -> torch.Tensor:
         """The velocity b(t, x) = E[alpha' x0 + beta' x1 + gamma' z | x_t = x], shape (n, d)."""
+        return self.velocity_and_score(t, x)[0]
+
+    def velocity_and_score(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(velocity(t, x), score(t, x))`` from one factorisation of the covariances C_t (what an
+        SDE step needs: calling the two separately factorises them twice)."""
         logc, sol, K, mdot, _ = self._prep(t, x)
         resp = torch.softmax(logc, 1)[..., None]
         bij = mdot + torch.einsum("npij,npj->npi", K.expand(x.shape[0], -1, -1, -1), sol) if K.shape[0] > 1 \
             else mdot + torch.einsum("pij,npj->npi", K[0], sol)
-        return (resp * bij).sum(1)
+        return (resp * bij).sum(1), -(resp * sol).sum(1)
 
     def score(self, t, x: torch.Tensor) -> torch.Tensor:
         """The score grad log rho_t(x), shape (n, d)."""

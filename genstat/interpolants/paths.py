@@ -129,6 +129,9 @@ class Interpolant:
             raise ValueError("alpha and beta must be given together (both callables or neither)")
         if not (isinstance(a, (int, float)) and a > 0 and math.isfinite(a)):
             raise ValueError(f"a must be a positive finite float, got {a!r}")
+        if a != 1.0 and gamma != "scaled_brownian":
+            raise ValueError(f"a={a!r} only scales gamma='scaled_brownian' (gamma={gamma!r} would ignore it); "
+                             "use gamma='scaled_brownian' for sqrt(a t (1 - t))")
         self.a = float(a)
         if alpha is not None:
             if not (callable(alpha) and callable(beta)):

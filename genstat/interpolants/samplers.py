@@ -68,6 +68,21 @@ def _field_call(f: Field, name: str, t: float, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _joint_fields(b: Field, s: Field | None):
+    """``velocity_and_score`` of the object whose velocity ``b`` and score ``s`` are (e.g. an
+    :class:`~genstat.interpolants.ExactFields` passed as ``F`` or ``F.velocity`` and ``F.score``),
+    else None."""
+    if s is None:
+        return None
+    owner = getattr(s, "__self__", None)
+    if owner is None or getattr(s, "__func__", None) is not getattr(type(owner), "score", None):
+        return None
+    if not (b is owner or (getattr(b, "__self__", None) is owner
+                           and getattr(b, "__func__", None) is getattr(type(owner), "velocity", None))):
+        return None
+    return getattr(owner, "velocity_and_score", None)
+
+
 def integrate(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float, *,
               steps: int = 100, method: str = "rk4", rtol: float = 1e-5, atol: float = 1e-5,
               record: bool = False, max_steps: int = 100_000):
@@ -339,7 +354,13 @@ def sample_sde(b: Field, s: Field | None, x0: torch.Tensor, *, eps: float | Call
     for k in range(steps + 1):  # validate eps on the grid before any work
         _eps_value(eps, min(1.0, max(0.0, t0 + k * h)))
 
+    joint = _joint_fields(b, s)
+
     def drift(t: float, x: torch.Tensor, e: float) -> torch.Tensor:
+        if e > 0 and joint is not None:  # exact fields: one factorisation of C_t for b and s
+            tv = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+            vb, vs = joint(tv, x)
+            return vb + sign * e * vs
         out = _field_call(b, "b", t, x)
         if e > 0:
             if s is None:

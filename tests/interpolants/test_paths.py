@@ -25,7 +25,7 @@ def test_all_names_resolve():
 
 @pytest.mark.parametrize("path,gamma", CASES)
 def test_boundary_values(path, gamma):
-    I = Interpolant(path, gamma, a=2.0)
+    I = Interpolant(path, gamma, a=2.0 if gamma == "scaled_brownian" else 1.0)
     t0, t1 = torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64)
     one, zero = torch.ones(1, dtype=F64), torch.zeros(1, dtype=F64)
     torch.testing.assert_close(I.alpha(t0), one)
@@ -41,7 +41,7 @@ def test_boundary_values(path, gamma):
 
 @pytest.mark.parametrize("path,gamma", CASES)
 def test_derivatives_match_autograd(path, gamma):
-    I = Interpolant(path, gamma, a=0.7)
+    I = Interpolant(path, gamma, a=0.7 if gamma == "scaled_brownian" else 1.0)
     t = torch.linspace(0.013, 0.987, 41, dtype=F64)
     for f, df in ((I.alpha, I.dalpha), (I.beta, I.dbeta), (I.gamma, I.dgamma)):
         torch.testing.assert_close(df(t), _autograd_derivative(f, t), rtol=1e-10, atol=1e-12)
@@ -50,7 +50,7 @@ def test_derivatives_match_autograd(path, gamma):
 
 def test_gamma_dgamma_finite_at_ends():
     for g in ("brownian", "scaled_brownian"):
-        I = Interpolant("linear", g, a=3.0)
+        I = Interpolant("linear", g, a=3.0 if g == "scaled_brownian" else 1.0)
         v = I.gamma_dgamma(torch.tensor([0.0, 1.0], dtype=F64))
         torch.testing.assert_close(v, torch.tensor([0.5, -0.5], dtype=F64) * (3.0 if g == "scaled_brownian" else 1.0))
 
@@ -119,3 +119,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="field"):
         I.sample_pair_target(x, x, 0.5, x, field="velocity")
     assert math.isfinite(float(I.dgamma(torch.tensor(0.0))))
+
+
+def test_a_is_refused_where_it_would_be_ignored():
+    # the first version took a=3 with gamma="brownian" and silently used a=1
+    for g in ("brownian", "quadratic", "none", None):
+        with pytest.raises(ValueError, match="scaled_brownian"):
+            Interpolant("linear", g, a=3.0)
+    torch.testing.assert_close(Interpolant("linear", "scaled_brownian", a=4.0).gamma(torch.tensor([0.5], dtype=F64)),
+                               torch.tensor([1.0], dtype=F64))
