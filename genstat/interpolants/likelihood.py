@@ -56,7 +56,7 @@ class LikelihoodResult:
 
 def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[torch.Tensor], torch.Tensor], *,
                    divergence: str = "exact", n_probes: int = 1, steps: int = 100, method: str = "rk4",
-                   t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-6, atol: float = 1e-6,
+                   t0: float = 0.0, t1: float = 1.0, rtol: float = 3e-7, atol: float = 3e-7,
                    probe: str = "rademacher",
                    generator: torch.Generator | None = None) -> LikelihoodResult:
     """Log-density of ``x1`` under the flow of ``b`` started from ``source_log_prob`` at ``t0``.
@@ -79,7 +79,10 @@ def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[tor
     t0, t1 : float
         Integrate backward from t1 to t0.
     rtol, atol : float
-        Tolerances of dopri5.
+        Tolerances of dopri5, applied to every point's augmented state (position and log-density)
+        separately: a step is accepted only when the worst point is within them. The default holds
+        the log-density to 1e-4 (tested with the exact velocity on points up to 6 sd out: <= 2e-6;
+        with one batch-wide RMS norm and 1e-6 the first version was off by 2e-3 there).
     probe : str
         ``"rademacher"`` or ``"gaussian"`` probe vectors.
     generator : torch.Generator, optional
@@ -148,7 +151,10 @@ def log_likelihood(b: Callable, x1: torch.Tensor, source_log_prob: Callable[[tor
 
     y1 = torch.cat([x1.detach(), torch.zeros(n, k, dtype=x1.dtype, device=x1.device)], 1)
     # integrate backward: the extra columns accumulate int_{t1}^{t0} div dt = -int_{t0}^{t1} div dt
-    y0, nfe, _, _ = integrate(rhs, y1, float(t1), float(t0), steps=steps, method=method, rtol=rtol, atol=atol)
+    # dopri5 controls every point's error (the batch-wide RMS let far points' log-densities be off by
+    # 2e-3 at the default tolerance while the RMS was within it)
+    y0, nfe, _, _ = integrate(rhs, y1, float(t1), float(t0), steps=steps, method=method, rtol=rtol, atol=atol,
+                              error_norm="row")
     x0 = y0[:, :d]
     neg_int = y0[:, d:]  # = -int div dt
     lp0 = source_log_prob(x0)
