@@ -19,7 +19,9 @@ from ..mc import DEFAULT_BLOCK_SIZE, block_generator
 __all__ = ["SampleResult", "sample_ode", "sample_sde", "ODE_METHODS", "SDE_METHODS", "integrate"]
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ODE_METHODS = ("euler", "heun", "rk4", "dopri5")
+ODE_METHODS = ("euler", "heun", "rk4", "ab2", "ab3", "dopri5")
+#: Adams-Bashforth weights of f_k, f_{k-1}, f_{k-2} (newest first)
+_AB = {"ab2": (1.5, -0.5), "ab3": (23 / 12, -16 / 12, 5 / 12)}
 SDE_METHODS = ("em", "heun")
 
 # Dormand-Prince 5(4) tableau
@@ -88,7 +90,9 @@ def integrate(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor
               record: bool = False, max_steps: int = 100_000, error_norm: str = "rms"):
     """Integrate ``dy/dt = f(t, y)`` from ``t0`` to ``t1`` (either direction).
 
-    Fixed-step ``euler``, ``heun``, ``rk4`` with ``steps`` steps, or adaptive ``dopri5``
+    Fixed-step ``euler``, ``heun``, ``rk4``, Adams-Bashforth ``ab2``/``ab3`` (one evaluation of f per
+    step once started; orders 2 and 3; started with 1 or 2 Heun steps, so ``steps + 1`` / ``steps + 2``
+    evaluations in all) with ``steps`` steps, or adaptive ``dopri5``
     (Dormand-Prince 5(4), tolerances ``rtol``/``atol``). ``error_norm``: ``"rms"`` controls the RMS
     of the scaled error over all entries (like torchdiffeq: one step size for the batch, so a few
     hard rows can carry errors far above the tolerance); ``"row"`` controls every row's own RMS (the
@@ -126,9 +130,21 @@ def integrate(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor
         return y, 0, traj, times
     if method != "dopri5":
         h = (t1 - t0) / steps
+        hist: list[torch.Tensor] = []  # f at the last accepted states, newest first (Adams-Bashforth)
         for k in range(steps):
             t = t0 + k * h
-            if method == "euler":
+            if method in _AB:
+                w = _AB[method]
+                fk = f(t, y)
+                nfe += 1
+                hist = [fk, *hist][: len(w)]
+                if len(hist) < len(w):  # start-up: Heun steps (local error O(h^3)) until enough history
+                    k2 = f(t + h, y + h * fk)
+                    nfe += 1
+                    y = y + 0.5 * h * (fk + k2)
+                else:
+                    y = y + h * sum(c * fj for c, fj in zip(w, hist))
+            elif method == "euler":
                 y = y + h * f(t, y)
                 nfe += 1
             elif method == "heun":
@@ -234,7 +250,9 @@ def sample_ode(b: Field, x0: torch.Tensor, *, steps: int = 100, method: str = "e
     steps : int
         Steps of the fixed-step methods.
     method : str
-        ``"euler"``, ``"heun"``, ``"rk4"`` or adaptive ``"dopri5"``.
+        ``"euler"``, ``"heun"``, ``"rk4"``, the multistep ``"ab2"``/``"ab3"`` (Adams-Bashforth: one
+        evaluation of ``b`` per step after a Heun start; NFE ``steps + 1`` / ``steps + 2``) or adaptive
+        ``"dopri5"``.
     t0, t1 : float
         Times in [0, 1].
     rtol, atol : float

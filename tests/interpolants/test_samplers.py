@@ -187,3 +187,29 @@ def test_sde_with_exact_fields_factorises_c_t_once_per_step(monkeypatch):
     torch.testing.assert_close(joint.samples, split.samples, rtol=1e-12, atol=1e-12)
     also = sample_sde(F, F.score, x0, **kw)
     torch.testing.assert_close(also.samples, joint.samples, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method,order,extra", [("ab2", 2, 1), ("ab3", 3, 2)])
+def test_adams_bashforth_order_and_nfe(method, order, extra):
+    # dy/dt = cos(t) y, y(0) = 1: y(t) = exp(sin t); the error ratio between 40 and 80 steps is 2^order
+    f = lambda t, y: math.cos(t) * y
+    exact = math.exp(math.sin(2.0))
+    errs = []
+    for steps in (40, 80):
+        y, nfe, traj, times = integrate(f, torch.ones(1, dtype=F64), 0.0, 2.0, steps=steps, method=method,
+                                        record=True)
+        assert nfe == steps + extra and len(traj) == steps + 1 and times[-1] == pytest.approx(2.0)
+        errs.append(abs(float(y) - exact))
+    ratio = errs[0] / errs[1]
+    assert 2 ** order * 0.8 < ratio < 2 ** order * 1.25, (errs, ratio)
+
+
+def test_adams_bashforth_exact_fields_reach_the_target():
+    src, tgt = gaussians()
+    F = exact_fields(Interpolant("linear", "quadratic"), src, tgt)
+    x0 = src.sample(4000, torch.Generator().manual_seed(7))
+    r = sample_ode(F.velocity, x0, steps=40, method="ab3")
+    ref = sample_ode(F.velocity, x0, steps=50, method="rk4")
+    assert r.nfe == 42
+    assert float((r.samples - ref.samples).abs().max()) < 5e-3
+    assert_moments(r.samples, tgt)
