@@ -116,7 +116,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         antithetic: bool = False, time_sampling: str = "uniform", t_range: tuple[float, float] = (0.0, 1.0),
         lr_schedule: str = "constant", ema: float | None = None, reg: float = 0.05, coupling_every: int = 1,
         generator: torch.Generator | None = None, progress: bool = False,
-        callback: Callable[[int, float], None] | None = None) -> FitResult:
+        callback: Callable[[int, float], None] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None, grad_clip: float | None = None,
+        warmup_steps: int = 0) -> FitResult:
     """Fit ``model(t, x)`` to the field ``field`` of ``interpolant`` by stochastic gradient descent.
 
     Parameters
@@ -141,6 +143,15 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         See :func:`sample_times`. ``t_range`` restricts the times (e.g. away from a singular gamma').
     lr_schedule : str
         ``"constant"`` or ``"cosine"`` (decays to 0 at the last step).
+    optimizer : callable, optional
+        ``optimizer(params, lr=lr) -> torch.optim.Optimizer`` (a class such as ``torch.optim.SGD``
+        or a ``functools.partial`` of one); default ``torch.optim.Adam``.
+    grad_clip : float, optional
+        Clip the gradients' total L2 norm to this value before every step
+        (``torch.nn.utils.clip_grad_norm_``).
+    warmup_steps : int
+        Linear learning-rate warm-up: step k (from 1) uses ``lr * min(1, k / warmup_steps)`` times the
+        schedule's factor.
     ema : float, optional
         Exponential moving average decay of the weights, with the usual warm-up: step k (from 1)
         uses ``min(ema, (1 + k) / (10 + k))``, so the random initial weights are forgotten (without
@@ -213,8 +224,22 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+    if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
+        raise ValueError(f"grad_clip must be a positive finite float, got {grad_clip}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    opt = (torch.optim.Adam if optimizer is None else optimizer)(model.parameters(), lr=lr)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must build a torch.optim.Optimizer, got {type(opt).__name__}")
+
+    def lr_factor(k: int) -> float:  # k = optimiser steps taken so far
+        f = 0.5 * (1.0 + math.cos(math.pi * k / steps)) if lr_schedule == "cosine" else 1.0
+        return f * (min(1.0, (k + 1) / warmup_steps) if warmup_steps else 1.0)
+
+    if warmup_steps:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    else:  # the closed form above without warm-up; kept as before so earlier runs reproduce bit for bit
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     ema_model = copy.deepcopy(model) if ema is not None else None
     if ema_model is not None:
         ema_params = [p for p in ema_model.parameters()]
@@ -267,6 +292,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
             raise FloatingPointError(f"training produced a non-finite loss ({lv}) at step {step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         if sched is not None:
             sched.step()

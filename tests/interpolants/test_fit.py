@@ -174,3 +174,48 @@ def test_ema_warm_up_forgets_the_initial_weights():
     theta_t = torch.cat([p.detach().flatten() for p in plain.parameters()])
     theta_e = torch.cat([p.detach().flatten() for p in avg.parameters()])
     assert float((theta_e - theta_t).norm()) < 0.5 * float((theta_e - theta0).norm())
+
+
+def test_optimizer_grad_clip_and_warm_up():
+    import functools
+
+    src, tgt = gaussians()
+    I = Interpolant("linear")
+    lrs, norms = [], []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            g = torch.cat([p.grad.flatten() for grp in self.param_groups for p in grp["params"]])
+            norms.append(float(g.norm()))
+            return super().step(closure)
+
+    model = make_model(8)
+    fit(I, model, src.sample, tgt.sample, steps=12, batch_size=32, lr=0.1, generator=torch.Generator().manual_seed(2),
+        optimizer=functools.partial(Recording, momentum=0.0), grad_clip=1e-3, warmup_steps=4)
+    # linear warm-up over 4 steps, then the constant rate; every step's gradient clipped to norm 1e-3
+    assert lrs[:5] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    assert max(norms) <= 1e-3 * (1 + 1e-6)
+    with pytest.raises(ValueError, match="grad_clip"):
+        fit(I, make_model(8), src.sample, tgt.sample, steps=1, generator=torch.Generator().manual_seed(2), grad_clip=0.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        fit(I, make_model(8), src.sample, tgt.sample, steps=1, generator=torch.Generator().manual_seed(2), warmup_steps=-1)
+    with pytest.raises(TypeError, match="optimizer"):
+        fit(I, make_model(8), src.sample, tgt.sample, steps=1, generator=torch.Generator().manual_seed(2),
+            optimizer=lambda p, lr: object())
+
+
+def test_cosine_with_warm_up_reaches_zero():
+    src, tgt = gaussians()
+    lrs = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    fit(Interpolant("linear"), make_model(9), src.sample, tgt.sample, steps=10, batch_size=16, lr=1e-2,
+        lr_schedule="cosine", warmup_steps=2, optimizer=Recording, generator=torch.Generator().manual_seed(3))
+    import math as _m
+    want = [1e-2 * 0.5 * (1 + _m.cos(_m.pi * k / 10)) * min(1.0, (k + 1) / 2) for k in range(10)]
+    assert lrs == pytest.approx(want)
