@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import _checkpoint
 from .couplings import COUPLINGS, couple
 from .fields import interpolant_loss
 from .paths import FIELDS, Interpolant
@@ -118,7 +121,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         generator: torch.Generator | None = None, progress: bool = False,
         callback: Callable[[int, float], None] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None, grad_clip: float | None = None,
-        warmup_steps: int = 0) -> FitResult:
+        warmup_steps: int = 0, checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 100) -> FitResult:
     """Fit ``model(t, x)`` to the field ``field`` of ``interpolant`` by stochastic gradient descent.
 
     Parameters
@@ -152,6 +156,14 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     warmup_steps : int
         Linear learning-rate warm-up: step k (from 1) uses ``lr * min(1, k / warmup_steps)`` times the
         schedule's factor.
+    checkpoint : path, optional
+        Save the whole training state (model, optimiser, schedule, EMA, generator, coupling pool,
+        losses) there every ``checkpoint_every`` steps and at the end, atomically. When the file
+        exists, ``fit`` resumes from it: an interrupted run continued this way ends bitwise where the
+        uninterrupted one does (the samplers must draw only from ``generator``). A checkpoint written
+        with other settings is refused (``ValueError``).
+    checkpoint_every : int
+        Steps between checkpoints.
     ema : float, optional
         Exponential moving average decay of the weights, with the usual warm-up: step k (from 1)
         uses ``min(ema, (1 + k) / (10 + k))``, so the random initial weights are forgotten (without
@@ -248,10 +260,41 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     params = [p for p in model.parameters()]
     losses = torch.empty(steps, dtype=torch.float64)
     gdev = generator.device
-    w0, c0 = time.perf_counter(), time.process_time()
-    bar = tqdm(range(steps), disable=not (progress and sys.stderr.isatty()), leave=False, desc="fit")
-    model.train()
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
+    start, spent = 0, (0.0, 0.0)
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    if ckpt is not None:
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        fingerprint = dict(interpolant=repr(interpolant), field=field, steps=steps, batch_size=batch_size, lr=lr,
+                           coupling=coupling, coupling_every=coupling_every, antithetic=antithetic,
+                           time_sampling=time_sampling, t_range=tuple(t_range), lr_schedule=lr_schedule, ema=ema,
+                           reg=reg, grad_clip=grad_clip, warmup_steps=warmup_steps, optimizer=type(opt).__name__)
+        state = _checkpoint.load(ckpt, fingerprint)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
+            if ema_model is not None:
+                ema_model.load_state_dict(state["ema"])
+            generator.set_state(state["generator"])
+            start = int(state["step"])
+            losses[:start] = state["losses"]
+            pool = None if state["pool"] is None else tuple(p.to(dev) for p in state["pool"])
+            spent = state["spent"]
+
+    def save_checkpoint(done: int) -> None:
+        _checkpoint.save(ckpt, {
+            "fingerprint": fingerprint, "step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(),
+            "ema": None if ema_model is None else ema_model.state_dict(), "generator": generator.get_state(),
+            "losses": losses[:done].clone(), "pool": None if pool is None else tuple(p.cpu() for p in pool),
+            "spent": (spent[0] + time.perf_counter() - w0, spent[1] + time.process_time() - c0)})
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    bar = tqdm(range(start, steps), disable=not (progress and sys.stderr.isatty()), leave=False, desc="fit")
+    model.train()
     for step in bar:
         if coupling == "paired":
             if isinstance(source, torch.Tensor):
@@ -302,9 +345,11 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 decay = min(ema, (2.0 + step) / (11.0 + step))
                 torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
         losses[step] = lv
+        if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            save_checkpoint(step + 1)
         if callback is not None:
             callback(step + 1, lv)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    wall, cpu = spent[0] + time.perf_counter() - w0, spent[1] + time.process_time() - c0
     if ema_model is not None:
         model.load_state_dict(ema_model.state_dict())
     model.eval()

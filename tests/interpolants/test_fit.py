@@ -219,3 +219,34 @@ def test_cosine_with_warm_up_reaches_zero():
     import math as _m
     want = [1e-2 * 0.5 * (1 + _m.cos(_m.pi * k / 10)) * min(1.0, (k + 1) / 2) for k in range(10)]
     assert lrs == pytest.approx(want)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(ema=0.99, coupling="ot", coupling_every=3, lr_schedule="cosine",
+                                             warmup_steps=2)])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, kw):
+    src, tgt = gaussians()
+    I = Interpolant("linear", "brownian")
+    common = dict(steps=12, batch_size=32, t_range=(1e-3, 1 - 1e-3), **kw)
+    ref_model = make_model(5)
+    ref = fit(I, ref_model, src.sample, tgt.sample, generator=torch.Generator().manual_seed(9), **common)
+
+    path = tmp_path / "fit.ckpt"
+
+    def stop_at_7(step, loss):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(I, make_model(5), src.sample, tgt.sample, generator=torch.Generator().manual_seed(9), checkpoint=path,
+            checkpoint_every=5, callback=stop_at_7, **common)
+    assert torch.load(path, weights_only=False)["step"] == 5
+    # a fresh process would rebuild the model and generator from scratch: so do we (other seed even)
+    model = make_model(5)
+    rec = fit(I, model, src.sample, tgt.sample, generator=torch.Generator().manual_seed(123), checkpoint=path,
+              checkpoint_every=5, **common)
+    assert torch.equal(rec.losses, ref.losses)
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="other settings"):
+        fit(I, make_model(5), src.sample, tgt.sample, generator=torch.Generator().manual_seed(9), checkpoint=path,
+            **dict(common, batch_size=16))
