@@ -27,6 +27,8 @@ __all__ = ["block_sum", "last_sum", "gram", "gram_last", "exp_blocks"]
 _GRAIN = 32768
 #: sample-dimension chunk: below _GRAIN, so a one-output reduction of a chunk is always serial
 _CHUNK = 16384
+#: largest temporary of all k^2 products that gram_last builds in one go
+_OUTER_BYTES = 1 << 20
 #: elements per unrolled vector step (two AVX-512 double vectors); block sizes that are multiples
 #: of it never put a block's elements through the scalar tail of a single-threaded kernel
 _LANES = 16
@@ -92,6 +94,10 @@ def gram_last(xt: torch.Tensor) -> torch.Tensor:
     k, B, n = xt.shape
     if k == 1:
         return last_sum(xt[0] * xt[0])[:, None, None]
+    if k * k * B * n * xt.element_size() <= _OUTER_BYTES:
+        # small: all k^2 products at once (two ops instead of ~3k); bitwise the rows below, since
+        # a_i a_j = a_j a_i exactly and each entry is summed over the same contiguous row of n
+        return last_sum(xt[:, None] * xt[None]).permute(2, 0, 1).contiguous()
     out = xt.new_zeros((B, k, k))
     for i in range(k):
         out[:, i, i:] = last_sum(xt[i : i + 1] * xt[i:]).T

@@ -79,7 +79,9 @@ def reduce_value_rows(rows: torch.Tensor, k: int) -> torch.Tensor:
         m2 = m2 * (a * a)[:, None, None]
     new_mean = (count[:, None] * mean).sum(0) / total
     delta = mean - new_mean
-    new_m2 = m2.sum(0) + gram(delta[None], weight=count[None])[0]
+    # B <= fanout rows: one broadcast product (delta_i delta_j is exactly symmetric) and one sum over
+    # the rows, which torch never splits over threads at this size
+    new_m2 = m2.sum(0) + (delta[:, :, None] * delta[:, None, :] * count[:, None, None]).sum(0)
     head = torch.stack([total, scale])
     return torch.cat([head, new_mean, new_m2.reshape(-1)])[None]
 

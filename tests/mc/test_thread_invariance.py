@@ -89,3 +89,23 @@ def test_sums_match_float64_references():
         single = torch.cat([torch.exp(s) for s in torch.split(t, lens)])
     assert torch.equal(e1, e3) and torch.equal(e1, single)
     torch.testing.assert_close(e1, torch.exp(t), rtol=4e-16, atol=0)
+
+
+def test_gram_last_paths_agree_bitwise():
+    # gram_last builds all k^2 products at once for small inputs and row by row otherwise; a batch
+    # may take either path, so they must agree bit for bit
+    from genstat.mc import _sums
+
+    g = torch.Generator().manual_seed(5)
+    for k, B, n in ((2, 1, 4096), (4, 2, 4096), (3, 5, 1001), (6, 1, 40_000)):
+        xt = torch.randn(k, B, n, generator=g, dtype=torch.float64)
+        small = _sums.gram_last(xt)
+        old = _sums._OUTER_BYTES
+        _sums._OUTER_BYTES = 0
+        try:
+            rows = _sums.gram_last(xt)
+        finally:
+            _sums._OUTER_BYTES = old
+        assert torch.equal(small, rows), (k, B, n)
+        assert torch.equal(small, small.transpose(1, 2))
+        torch.testing.assert_close(small, torch.einsum("kbn,jbn->bkj", xt, xt), rtol=1e-12, atol=1e-9)
