@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["block_sum", "last_sum", "gram", "gram_last", "exp_blocks"]
+__all__ = ["chunked_sum", "gram", "gram_last", "exp_blocks"]
 
 #: torch (at::internal::GRAIN_SIZE) splits a reduction to one output over threads from this size
 _GRAIN = 32768
@@ -34,74 +34,55 @@ _OUTER_BYTES = 1 << 20
 _LANES = 16
 
 
-def block_sum(t: torch.Tensor) -> torch.Tensor:
-    """``t.sum(1)`` for ``t`` of shape (B, n, P), rounded the same way for every B and thread count.
+def chunked_sum(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``t.sum(dim)``, rounded the same way for every batch count and thread count: a sample axis
+    longer than ``_CHUNK`` is summed in zero-padded chunks of ``_CHUNK``, then over the chunks."""
+    dim = dim % t.ndim
+    n = t.shape[dim]
+    if n <= _CHUNK:
+        return t.sum(dim)
+    pad = (-n) % _CHUNK
+    if pad:
+        t = torch.cat([t, t.new_zeros(t.shape[:dim] + (pad,) + t.shape[dim + 1 :])], dim)
+    return t.reshape(t.shape[:dim] + (-1, _CHUNK) + t.shape[dim + 1 :]).sum(dim + 1).sum(dim)
 
-    Rows beyond ``_CHUNK`` are summed in chunks of ``_CHUNK`` (zero-padded), then the chunk sums.
+
+def gram_last(xt: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gram matrices of samples stored last: ``xt`` (k, B, n) -> (B, k, k),
+    ``sum_t weight[b, t] xt[i, b, t] xt[j, b, t]`` (``weight`` (B, n), default 1).
+
+    The engine's layout (one contiguous row of samples per component and block), so every sum is a
+    contiguous, vectorised reduction. Exactly symmetric: ``a_i a_j`` equals ``a_j a_i`` bit for bit and
+    every entry is summed over the same contiguous row, so the upper triangle is mirrored.
     """
-    B, n, P = t.shape
-    if n <= _CHUNK:
-        return t.sum(1)
-    pad = (-n) % _CHUNK
-    if pad:
-        t = torch.cat([t, t.new_zeros((B, pad, P))], 1)
-    return t.reshape(B, -1, _CHUNK, P).sum(2).sum(1)
+    k, B, n = xt.shape
 
+    def products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        p = a * b
+        return p if weight is None else p.mul_(weight)
 
-def last_sum(t: torch.Tensor) -> torch.Tensor:
-    """``t.sum(-1)`` (samples on the last, contiguous axis), chunked along it like :func:`block_sum`."""
-    n = t.shape[-1]
-    if n <= _CHUNK:
-        return t.sum(-1)
-    pad = (-n) % _CHUNK
-    if pad:
-        t = torch.nn.functional.pad(t, (0, pad))
-    return t.reshape(*t.shape[:-1], -1, _CHUNK).sum(-1).sum(-1)
+    if k == 1:
+        return chunked_sum(products(xt[0], xt[0]), -1)[:, None, None]
+    if k * k * B * n * xt.element_size() <= _OUTER_BYTES:
+        # small: all k^2 products at once (two ops instead of ~3k); bitwise the rows below
+        return chunked_sum(products(xt[:, None], xt[None]), -1).permute(2, 0, 1).contiguous()
+    out = xt.new_zeros((B, k, k))
+    for i in range(k):
+        out[:, i, i:] = chunked_sum(products(xt[i : i + 1], xt[i:]), -1).T
+    return out + torch.triu(out, 1).transpose(1, 2)  # adds exact zeros
 
 
 def gram(a: torch.Tensor, b: torch.Tensor | None = None, *, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_t a[:, t, i] * b[:, t, j]`` for (B, n, k) inputs, without BLAS; shape (B, k, k).
 
-    With ``b`` omitted: ``sum_t weight[:, t] * a[:, t, i] * a[:, t, j]`` (``weight`` (B, n), default
-    1), computed on the upper triangle and mirrored (exactly symmetric). The samples are moved to
-    the last axis first so that every sum is a contiguous (vectorised) reduction; one row of
-    products is held at a time.
+    With ``b`` omitted: :func:`gram_last` of ``a`` (weighted by ``weight`` (B, n)) after one copy to the
+    samples-last layout.
     """
-    B, n, k = a.shape
-    if k == 1 and b is None:
-        p = a[:, :, 0] * a[:, :, 0]
-        return last_sum((p if weight is None else p.mul_(weight))[:, None, :])[:, :, None]
-    at = a.transpose(1, 2).contiguous()
-    out = a.new_zeros((B, k, k))
+    at = a.permute(2, 0, 1).contiguous()
     if b is None:
-        w = None if weight is None else weight[:, None, :]
-        for i in range(k):
-            p = at[:, i : i + 1, :] * at[:, i:, :]
-            out[:, i, i:] = last_sum(p if w is None else p.mul_(w))
-        return out + torch.triu(out, 1).transpose(1, 2)  # adds exact zeros
-    bt = b.transpose(1, 2).contiguous()
-    for i in range(k):
-        out[:, i, :] = last_sum(at[:, i : i + 1, :] * bt)
-    return out
-
-
-def gram_last(xt: torch.Tensor) -> torch.Tensor:
-    """Gram matrices of samples stored last: ``xt`` (k, B, n) -> (B, k, k), ``sum_t xt[i, b, t] xt[j, b, t]``.
-
-    The layout the engine keeps its outputs in (one contiguous row of samples per component and
-    block), so that no transposed copy is needed; exactly symmetric like :func:`gram`.
-    """
-    k, B, n = xt.shape
-    if k == 1:
-        return last_sum(xt[0] * xt[0])[:, None, None]
-    if k * k * B * n * xt.element_size() <= _OUTER_BYTES:
-        # small: all k^2 products at once (two ops instead of ~3k); bitwise the rows below, since
-        # a_i a_j = a_j a_i exactly and each entry is summed over the same contiguous row of n
-        return last_sum(xt[:, None] * xt[None]).permute(2, 0, 1).contiguous()
-    out = xt.new_zeros((B, k, k))
-    for i in range(k):
-        out[:, i, i:] = last_sum(xt[i : i + 1] * xt[i:]).T
-    return out + torch.triu(out, 1).transpose(1, 2)  # adds exact zeros
+        return gram_last(at, weight)
+    bt = b.permute(2, 0, 1).contiguous()
+    return torch.stack([chunked_sum(at[i : i + 1] * bt, -1).T for i in range(at.shape[0])], 1)
 
 
 def exp_blocks(t: torch.Tensor, lens: list[int]) -> torch.Tensor:

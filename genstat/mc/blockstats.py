@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ._sums import gram, gram_last, last_sum
+from ._sums import chunked_sum, gram, gram_last
 from .moments import RunningMoments
 
 __all__ = ["value_rows", "reduce_value_rows", "reduce_weighted_rows", "value_width", "ReductionTree"]
@@ -36,7 +36,7 @@ def _equal_value_rows(yt: torch.Tensor, blocks: int, log_scale: torch.Tensor | N
     k, n = yt.shape
     m = n // blocks
     yb = yt.reshape(k, blocks, m)
-    mean = last_sum(yb) / m  # (k, blocks)
+    mean = chunked_sum(yb, -1) / m  # (k, blocks)
     m2 = gram_last(yb - mean[:, :, None])
     count = torch.full((blocks, 1), float(m), dtype=torch.float64, device=yt.device)
     ls = torch.zeros_like(count) if log_scale is None else log_scale.reshape(blocks, 1)
@@ -79,9 +79,7 @@ def reduce_value_rows(rows: torch.Tensor, k: int) -> torch.Tensor:
         m2 = m2 * (a * a)[:, None, None]
     new_mean = (count[:, None] * mean).sum(0) / total
     delta = mean - new_mean
-    # B <= fanout rows: one broadcast product (delta_i delta_j is exactly symmetric) and one sum over
-    # the rows, which torch never splits over threads at this size
-    new_m2 = m2.sum(0) + (delta[:, :, None] * delta[:, None, :] * count[:, None, None]).sum(0)
+    new_m2 = m2.sum(0) + gram(delta[None], weight=count[None])[0]
     head = torch.stack([total, scale])
     return torch.cat([head, new_mean, new_m2.reshape(-1)])[None]
 

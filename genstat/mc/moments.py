@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._sums import block_sum, exp_blocks, gram
+from ._sums import chunked_sum, exp_blocks, gram
 
 __all__ = ["RunningMoments"]
 
@@ -85,7 +85,7 @@ class RunningMoments:
         m = n // blocks
         count = torch.full((blocks,), m, dtype=torch.int64, device=x.device)
         if log_weights is None:
-            mean = block_sum(xb) / m
+            mean = chunked_sum(xb, 1) / m
             xc = xb - mean[:, None, :]
             m2 = gram(xc)
             ones = count.to(torch.float64)
@@ -102,14 +102,14 @@ class RunningMoments:
             empty = torch.isneginf(scale)
             w = exp_blocks((lw - torch.where(empty, torch.zeros_like(scale), scale)[:, None]).reshape(-1), [m] * blocks)
             w = w.reshape(blocks, m)
-            sw = block_sum(w[:, :, None])[:, 0]
+            sw = chunked_sum(w, 1)
             w2 = w * w
-            sw2 = block_sum(w2[:, :, None])[:, 0]
-            mean = block_sum(w[..., None] * xb) / torch.where(empty, torch.ones_like(sw), sw)[:, None]
+            sw2 = chunked_sum(w2, 1)
+            mean = chunked_sum(w[..., None] * xb, 1) / torch.where(empty, torch.ones_like(sw), sw)[:, None]
             xc = xb - mean[:, None, :]
             m2 = gram(xc, weight=w)
             c2 = gram(xc, weight=w2)
-            d2 = block_sum(w2[..., None] * xc)
+            d2 = chunked_sum(w2[..., None] * xc, 1)
             out = cls(count, scale, sw, sw2, mean, m2, c2, d2)
         return out.reduce() if blocks == 1 and not keep_blocks else out
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genstat.mc import estimate
-from genstat.mc._sums import block_sum, exp_blocks, gram
+from genstat.mc._sums import chunked_sum, exp_blocks, gram
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def test_sums_match_float64_references():
     a = torch.randn(3, 40_000, 4, generator=g, dtype=torch.float64)
     b = torch.randn(3, 40_000, 4, generator=g, dtype=torch.float64)
     w = torch.rand(3, 40_000, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(block_sum(a), a.sum(1), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(chunked_sum(a, 1), a.sum(1), rtol=1e-12, atol=1e-10)
     torch.testing.assert_close(gram(a), torch.einsum("bni,bnj->bij", a, a), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(gram(a, weight=w), torch.einsum("bn,bni,bnj->bij", w, a, a), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(gram(a, b), torch.einsum("bni,bnj->bij", a, b), rtol=1e-12, atol=1e-9)
