@@ -124,12 +124,12 @@ def _sweep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _err(f"sweep interrupted; finished cells are kept, re-run the same command to resume ({out})")
         return 130
-    from genstat.experiments.manifest import owner_alive, this_process
+    from genstat.experiments.manifest import held_by_live_owner, this_process
 
     me = this_process()
     # entries another live sweep process claimed are its to finish, not failures of this one
-    elsewhere = {k for k, e in entries.items() if e["status"] in ("queued", "running") and e.get("owner") != me
-                 and owner_alive(e.get("owner"), other_hosts=not args.retry_running)}
+    elsewhere = {k for k, e in entries.items()
+                 if e.get("owner") != me and held_by_live_owner(e, retry_running=args.retry_running)}
     bad = {k: e["status"] for k, e in entries.items() if e["status"] != "completed" and k not in elsewhere}
     counts: dict[str, int] = {}
     for e in entries.values():

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from .runner import atomic_write_text
 
-__all__ = ["MANIFEST", "LOCK", "STATUSES", "now", "read_manifest", "update_manifest", "this_process", "owner_alive",
+__all__ = ["MANIFEST", "LOCK", "STATUSES", "now", "read_manifest", "update_manifest", "this_process", "owner_alive", "held_by_live_owner",
            "run_completed", "mark_entry", "release_entries"]
 
 MANIFEST = "sweep.json"
@@ -84,6 +84,13 @@ def owner_alive(owner: dict | None, *, other_hosts: bool = True) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def held_by_live_owner(entry: dict, *, retry_running: bool = False) -> bool:
+    """The entry is claimed (queued or running) by a process that still runs (on another host:
+    assumed to, unless ``retry_running``)."""
+    return entry.get("status") in ("queued", "running") and owner_alive(entry.get("owner"),
+                                                                        other_hosts=not retry_running)
 
 
 def run_completed(sweep_dir: Path, entry: dict) -> bool:

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from .config import ConfigError, SweepBlock, apply_overrides, format_errors, load_config, parse_seeds
 from .launchers import LAUNCHERS, launch, sigterm_to_interrupt
-from .manifest import (MANIFEST, now, owner_alive, read_manifest, release_entries, run_completed, this_process,
+from .manifest import (MANIFEST, held_by_live_owner, now, read_manifest, release_entries, run_completed, this_process,
                        update_manifest)
 from .registry import get_kind
 
@@ -286,7 +286,7 @@ def _claim(sweep_dir: Path, plan: SweepPlan, invocation: dict, *, retry_running:
                                                 "started": None, "ended": None, "runs": []})
                 if run_completed(sweep_dir, e):
                     continue
-                if e["status"] in ("queued", "running") and owner_alive(e.get("owner"), other_hosts=not retry_running):
+                if held_by_live_owner(e, retry_running=retry_running):
                     busy.append(key)
                     continue
                 e.update(status="queued", owner=this_process(), error=None)
