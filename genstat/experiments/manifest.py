@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator
 
 from .runner import atomic_write_text
 
-__all__ = ["MANIFEST", "LOCK", "STATUSES", "now", "read_manifest", "update_manifest", "this_process", "owner_alive", "held_by_live_owner",
+__all__ = ["MANIFEST", "LOCK", "STATUSES", "now", "read_manifest", "update_manifest", "this_process", "owner_alive",
+           "held_by_live_owner",
            "run_completed", "mark_entry", "release_entries"]
 
 MANIFEST = "sweep.json"
