@@ -114,6 +114,92 @@ def _draw(src: Source, n: int, gen: torch.Generator, dev: torch.device, dtype: t
     return out.to(dev, dtype)
 
 
+def _check_args(interpolant, model, source, target, *, generator, field, steps, batch_size, lr, coupling,
+                antithetic, time_sampling, lr_schedule, ema, coupling_every, grad_clip, warmup_steps,
+                checkpoint_every) -> None:
+    """The argument checks of :func:`fit` (all before any work)."""
+    if not isinstance(interpolant, Interpolant):
+        raise TypeError(f"interpolant must be an Interpolant, got {type(interpolant).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("generator must be a torch.Generator (the only source of randomness)")
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("coupling_every", coupling_every),
+                    ("checkpoint_every", checkpoint_every)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive, got {lr}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema must be in (0, 1), got {ema}")
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
+    if antithetic and not interpolant.has_noise:
+        raise ValueError("antithetic=True needs an interpolant with a noise gamma")
+    if coupling == "paired" and isinstance(source, torch.Tensor):
+        if not isinstance(target, torch.Tensor) or target.shape != source.shape:
+            raise ValueError("coupling='paired' with tensors needs source and target of the same shape")
+    if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
+        raise ValueError(f"grad_clip must be a positive finite float, got {grad_clip}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+
+
+def _schedule(opt: torch.optim.Optimizer, lr_schedule: str, steps: int, warmup_steps: int):
+    """The learning-rate scheduler of :func:`fit` (None for a constant rate without warm-up)."""
+    if not warmup_steps:  # kept as before, so that earlier runs reproduce bit for bit
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+
+    def factor(k: int) -> float:  # k = optimiser steps taken so far
+        f = 0.5 * (1.0 + math.cos(math.pi * k / steps)) if lr_schedule == "cosine" else 1.0
+        return f * min(1.0, (k + 1) / warmup_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _pairs(step, pool, interpolant, source, target, coupling, coupling_every, reg, batch_size, generator, dev,
+           dtype):
+    """The (x0, x1) training pairs of one step of :func:`fit`, and the amortised-coupling pool after it."""
+    gdev = generator.device
+    if coupling == "paired":
+        if isinstance(source, torch.Tensor):
+            idx = torch.randint(0, source.shape[0], (batch_size,), generator=generator, device=gdev).cpu()
+            x0 = source[idx.to(source.device)].to(dev, dtype)
+            x1 = target[idx.to(target.device)].to(dev, dtype)
+        else:
+            pair = _draw(source, batch_size, generator, dev, dtype, "source")
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError("with coupling='paired' the source sampler must return (x0, x1)")
+            x0, x1 = pair
+    else:
+        if pool is None or step % coupling_every == 0:
+            x1 = _draw(target, batch_size, generator, dev, dtype, "target")
+            if interpolant.mirror:
+                x0 = x1
+            elif source is None:
+                x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
+            else:
+                x0 = _draw(source, batch_size, generator, dev, dtype, "source")
+            if step == 0 and x0.shape != x1.shape:
+                raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs "
+                                 f"{tuple(x1.shape)}")
+            x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
+            if coupling_every > 1:
+                keep = (coupling_every - 1) * batch_size
+                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
+                                                      torch.cat([pool[1][-keep:], x1]))
+        if pool is not None:  # amortised coupling: train on pairs drawn from the pool
+            idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
+            x0, x1 = pool[0][idx], pool[1][idx]
+    return x0, x1, pool
+
+
 def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target: Source, *, field: str = "b",
         steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, coupling: str = "independent",
         antithetic: bool = False, time_sampling: str = "uniform", t_range: tuple[float, float] = (0.0, 1.0),
@@ -207,51 +293,17 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     >>> rec.losses.shape
     torch.Size([5])
     """
-    if not isinstance(interpolant, Interpolant):
-        raise TypeError(f"interpolant must be an Interpolant, got {type(interpolant).__name__}")
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator (the only source of randomness)")
-    if field not in FIELDS:
-        raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
-    if coupling not in COUPLINGS:
-        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("coupling_every", coupling_every)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be positive, got {lr}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    if ema is not None and not 0.0 < ema < 1.0:
-        raise ValueError(f"ema must be in (0, 1), got {ema}")
-    if time_sampling not in TIME_SAMPLINGS:
-        raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
-    if antithetic and not interpolant.has_noise:
-        raise ValueError("antithetic=True needs an interpolant with a noise gamma")
-    if coupling == "paired" and isinstance(source, torch.Tensor):
-        if not isinstance(target, torch.Tensor) or target.shape != source.shape:
-            raise ValueError("coupling='paired' with tensors needs source and target of the same shape")
+    _check_args(interpolant, model, source, target, generator=generator, field=field, steps=steps,
+                batch_size=batch_size, lr=lr, coupling=coupling, antithetic=antithetic, time_sampling=time_sampling,
+                lr_schedule=lr_schedule, ema=ema, coupling_every=coupling_every, grad_clip=grad_clip,
+                warmup_steps=warmup_steps, checkpoint_every=checkpoint_every)
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
-    if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
-        raise ValueError(f"grad_clip must be a positive finite float, got {grad_clip}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
     opt = (torch.optim.Adam if optimizer is None else optimizer)(model.parameters(), lr=lr)
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(f"optimizer must build a torch.optim.Optimizer, got {type(opt).__name__}")
-
-    def lr_factor(k: int) -> float:  # k = optimiser steps taken so far
-        f = 0.5 * (1.0 + math.cos(math.pi * k / steps)) if lr_schedule == "cosine" else 1.0
-        return f * (min(1.0, (k + 1) / warmup_steps) if warmup_steps else 1.0)
-
-    if warmup_steps:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    else:  # the closed form above without warm-up; kept as before so earlier runs reproduce bit for bit
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+    sched = _schedule(opt, lr_schedule, steps, warmup_steps)
     ema_model = copy.deepcopy(model) if ema is not None else None
     if ema_model is not None:
         ema_params = [p for p in ema_model.parameters()]
@@ -262,70 +314,23 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     gdev = generator.device
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
     start, spent = 0, (0.0, 0.0)
+    parts = dict(model=model, optimizer=opt, scheduler=sched, ema=ema_model)  # what a checkpoint holds
     ckpt = None if checkpoint is None else Path(checkpoint)
     if ckpt is not None:
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
         fingerprint = dict(interpolant=repr(interpolant), field=field, steps=steps, batch_size=batch_size, lr=lr,
                            coupling=coupling, coupling_every=coupling_every, antithetic=antithetic,
                            time_sampling=time_sampling, t_range=tuple(t_range), lr_schedule=lr_schedule, ema=ema,
                            reg=reg, grad_clip=grad_clip, warmup_steps=warmup_steps, optimizer=type(opt).__name__)
         state = _checkpoint.load(ckpt, fingerprint)
         if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(state["scheduler"])
-            if ema_model is not None:
-                ema_model.load_state_dict(state["ema"])
-            generator.set_state(state["generator"])
-            start = int(state["step"])
-            losses[:start] = state["losses"]
-            pool = None if state["pool"] is None else tuple(p.to(dev) for p in state["pool"])
-            spent = state["spent"]
-
-    def save_checkpoint(done: int) -> None:
-        _checkpoint.save(ckpt, {
-            "fingerprint": fingerprint, "step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": None if sched is None else sched.state_dict(),
-            "ema": None if ema_model is None else ema_model.state_dict(), "generator": generator.get_state(),
-            "losses": losses[:done].clone(), "pool": None if pool is None else tuple(p.cpu() for p in pool),
-            "spent": (spent[0] + time.perf_counter() - w0, spent[1] + time.process_time() - c0)})
+            start, pool, spent = _checkpoint.restore(state, parts, generator, losses, dev)
 
     w0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(range(start, steps), disable=not (progress and sys.stderr.isatty()), leave=False, desc="fit")
     model.train()
     for step in bar:
-        if coupling == "paired":
-            if isinstance(source, torch.Tensor):
-                idx = torch.randint(0, source.shape[0], (batch_size,), generator=generator, device=gdev).cpu()
-                x0 = source[idx.to(source.device)].to(dev, dtype)
-                x1 = target[idx.to(target.device)].to(dev, dtype)
-            else:
-                pair = _draw(source, batch_size, generator, dev, dtype, "source")
-                if not (isinstance(pair, tuple) and len(pair) == 2):
-                    raise TypeError("with coupling='paired' the source sampler must return (x0, x1)")
-                x0, x1 = pair
-        else:
-            if pool is None or step % coupling_every == 0:
-                x1 = _draw(target, batch_size, generator, dev, dtype, "target")
-                if interpolant.mirror:
-                    x0 = x1
-                elif source is None:
-                    x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
-                else:
-                    x0 = _draw(source, batch_size, generator, dev, dtype, "source")
-                if step == 0 and x0.shape != x1.shape:
-                    raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs "
-                                     f"{tuple(x1.shape)}")
-                x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
-                if coupling_every > 1:
-                    keep = (coupling_every - 1) * batch_size
-                    pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
-                                                          torch.cat([pool[1][-keep:], x1]))
-            if pool is not None:  # amortised coupling: train on pairs drawn from the pool
-                idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
-                x0, x1 = pool[0][idx], pool[1][idx]
+        x0, x1, pool = _pairs(step, pool, interpolant, source, target, coupling, coupling_every, reg, batch_size,
+                              generator, dev, dtype)
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)
         z = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev) \
             if interpolant.has_noise else None
@@ -346,7 +351,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
         losses[step] = lv
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-            save_checkpoint(step + 1)
+            _checkpoint.save(ckpt, _checkpoint.capture(
+                fingerprint, step + 1, parts, generator, losses, pool,
+                (spent[0] + time.perf_counter() - w0, spent[1] + time.process_time() - c0)))
         if callback is not None:
             callback(step + 1, lv)
     wall, cpu = spent[0] + time.perf_counter() - w0, spent[1] + time.process_time() - c0
