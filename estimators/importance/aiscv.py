@@ -205,6 +205,106 @@ def _ratio(log_num: torch.Tensor, log_den: torch.Tensor, what: str) -> torch.Ten
     return torch.exp(d)
 
 
+def _check_options(budget, family, final, defensive, batch_fraction, patience, alpha_floor,
+                   max_adaptive_fraction) -> None:
+    """The option checks of :func:`aiscv` (before any call of ``phis``)."""
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+    if family not in ("gaussian", "mixture2"):
+        raise ValueError(f"family must be 'gaussian' or 'mixture2', got {family!r}")
+    if final not in ("iid", "rqmc"):
+        raise ValueError(f"final must be 'iid' or 'rqmc', got {final!r}")
+    if not 0.0 <= float(defensive) < 1.0:
+        raise ValueError(f"defensive must be in [0, 1), got {defensive}")
+    if not 0.0 < float(batch_fraction) < 0.5:
+        raise ValueError(f"batch_fraction must be in (0, 0.5), got {batch_fraction}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be an int >= 1, got {patience!r}")
+    if not 0.0 <= float(alpha_floor) < 1.0:
+        raise ValueError(f"alpha_floor must be in [0, 1), got {alpha_floor}")
+    if not 0.0 < float(max_adaptive_fraction) < 1.0:
+        raise ValueError(f"max_adaptive_fraction must be in (0, 1), got {max_adaptive_fraction}")
+
+
+def _alpha_step(Y, logf, logG, logh, log_fbar_all, beta, w, alpha, defensive: float, floor: float):
+    """The alpha-step: mixture weights minimising ``sum_i sum_j w_j (f_j phi_j - beta_j g_j)^2 / (g_alpha h)``
+    over the points so far (rows rescaled by ``s_i`` in log space); a :func:`minimize_on_simplex` result."""
+    s = logG.max(1).values
+    if defensive > 0:
+        s = torch.maximum(s, log_fbar_all)
+    u = Y * torch.exp((logf - s[:, None]).clamp_max(_LOG_OVERFLOW))
+    gz = torch.exp(logG - s[:, None])
+    num = ((u - beta[None] * gz) ** 2 * w[None]).sum(1)
+    log_a = torch.log(num) + s - logh
+    a = torch.exp(log_a - log_a.max()) if bool(torch.isfinite(log_a.max())) else torch.zeros_like(num)
+    c = defensive * torch.exp(log_fbar_all - s) if defensive > 0 else None
+    return minimize_on_simplex(a, (1 - defensive) * gz, c, alpha0=alpha, floor=floor)
+
+
+def _beta_step(Yn, logfn, logGn, lga_n):
+    """The beta-step on a fresh batch from g_alpha: least squares of ``f_j phi_j / g_alpha`` on the
+    control variate ``g_j / g_alpha`` (mean 1); returns (beta, batch estimate, per-point variance)."""
+    yv = Yn * _ratio(logfn, lga_n[:, None], "importance weight")
+    zv = torch.exp(logGn - lga_n[:, None])
+    zc, yc = zv - zv.mean(0), yv - yv.mean(0)
+    vz = (zc**2).mean(0)
+    ok = vz > 1e-12 * zv.mean(0) ** 2
+    beta = torch.where(ok, (zc * yc).mean(0) / torch.where(ok, vz, torch.ones_like(vz)), yv.mean(0))
+    summand = yv - beta[None] * zv + beta[None]
+    return beta, summand.mean(0), summand.var(0)
+
+
+def _to(inp: InputSet, x: torch.Tensor) -> torch.Tensor:
+    """Points in the inputs' dtype."""
+    return x.to(inp.dtype)
+
+
+def _final_sample(prop: FrozenProposal, inp: InputSet, phis, J: int, allow_negative: bool, final: str, n_final: int,
+                  n_randomizations: int, seed: int, level: float, gen: torch.Generator):
+    """The fresh final sample from the frozen sampler: i.i.d. through the engine, or R randomised QMC
+    sequences; returns (estimate, stderr, covariance, points used)."""
+    def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
+        x = x.to(torch.float64)
+        lf = inp.log_prob(_to(inp, x))
+        y = call_phis(phis, _to(inp, x), J, allow_negative, lf)
+        lfb = inp.log_mean(_to(inp, x), lf) if prop.defensive > 0 else None
+        lG = prop.log_components(x)
+        lga = prop.log_prob(lG, lfb)
+        out = y * _ratio(lf, lga[:, None], "importance weight")
+        if lG is None:
+            return out
+        return out - prop.beta[None] * torch.exp(lG - lga[:, None]) + prop.beta[None]
+
+    if final == "iid":
+        res = mc_estimate(
+            summand_fn, lambda n, g, dev: prop.sample(n, g, inp), n_final, seed=seed % (2**62),
+            device=gen.device, level=level,
+        )
+        est, se, cov = res.estimate.reshape(J), res.stderr.reshape(J), res.covariance
+    else:
+        if not isinstance(n_randomizations, int) or n_randomizations < 2:
+            raise ValueError(f"n_randomizations must be an int >= 2, got {n_randomizations}")
+        m = n_final // n_randomizations
+        if m < 1:
+            raise ValueError(f"budget too small for {n_randomizations} randomizations of the final sample")
+        if prop.family.c == 1:
+            # stratified over components: n_m = round(m alpha_m) points of component m, each an
+            # independently scrambled Sobol' sequence; g_alpha uses the realised fractions n_m / m
+            # (deterministic-mixture weights), so each randomisation is unbiased
+            counts = _allocate(prop.alpha, m)
+            prop = FrozenProposal(prop.family, counts / m, torch.where(counts > 0, prop.beta, 0.0), 0.0)
+            draw_q = lambda r: prop.sample_qmc_stratified(counts, seed + r * (J + 1))  # noqa: E731
+        else:
+            draw_q = lambda r: prop.sample_qmc(m, seed + r)  # noqa: E731
+        reps = torch.stack([summand_fn(draw_q(r), prop).mean(0) for r in range(n_randomizations)])
+        mom = RunningMoments.from_batch(reps)
+        est = mom.mean
+        cov = mom.covariance() / n_randomizations
+        se = torch.sqrt(torch.diagonal(cov).clamp_min(0))
+        n_final = m * n_randomizations
+    return est, se, cov, n_final
+
+
 def aiscv(
     phis: Callable[[torch.Tensor], torch.Tensor],
     inputs,
@@ -298,22 +398,7 @@ def aiscv(
     gen = check_generator(generator)
     if not callable(phis):
         raise TypeError(f"phis must be callable, got {type(phis).__name__}")
-    if isinstance(budget, bool) or not isinstance(budget, int):
-        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
-    if family not in ("gaussian", "mixture2"):
-        raise ValueError(f"family must be 'gaussian' or 'mixture2', got {family!r}")
-    if final not in ("iid", "rqmc"):
-        raise ValueError(f"final must be 'iid' or 'rqmc', got {final!r}")
-    if not 0.0 <= float(defensive) < 1.0:
-        raise ValueError(f"defensive must be in [0, 1), got {defensive}")
-    if not 0.0 < float(batch_fraction) < 0.5:
-        raise ValueError(f"batch_fraction must be in (0, 0.5), got {batch_fraction}")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience must be an int >= 1, got {patience!r}")
-    if not 0.0 <= float(alpha_floor) < 1.0:
-        raise ValueError(f"alpha_floor must be in [0, 1), got {alpha_floor}")
-    if not 0.0 < float(max_adaptive_fraction) < 1.0:
-        raise ValueError(f"max_adaptive_fraction must be in (0, 1), got {max_adaptive_fraction}")
+    _check_options(budget, family, final, defensive, batch_fraction, patience, alpha_floor, max_adaptive_fraction)
     inp = InputSet(inputs)
     N, d = budget, inp.d
     nb = int(batch_fraction * N)
@@ -325,19 +410,17 @@ def aiscv(
             f"max_adaptive_fraction*budget={max_adapt}"
         )
     comps = 1 if family == "gaussian" else 2
-    dtype_in = inp.dtype
-    to_in = lambda x: x.to(dtype_in)  # noqa: E731
 
     # --- iteration 0: a sample from the inputs (or their equal mixture)
     X = inp.sample_mean(nb, gen).to(torch.float64)
-    logf = inp.log_prob(to_in(X))
-    Y = call_phis(phis, to_in(X), inp.J, allow_negative, logf)
+    logf = inp.log_prob(_to(inp, X))
+    Y = call_phis(phis, _to(inp, X), inp.J, allow_negative, logf)
     J = Y.shape[1]
     if inp.J is not None and inp.J != J:
         raise ValueError(f"inputs describe {inp.J} densities but phis returns {J} columns")
     if names is not None and len(names) != J:
         raise ValueError(f"names must have length {J}, got {len(names)}")
-    logq = [inp.log_mean(to_in(X), logf)]  # log-density of each proposal used, on all points
+    logq = [inp.log_mean(_to(inp, X), logf)]  # log-density of each proposal used, on all points
     counts = [nb]
     V = _ratio(logf, logq[0][:, None], "importance weight") * Y
     I_hat = V.mean(0)
@@ -363,35 +446,17 @@ def aiscv(
         Wt = _ratio(logf, logh[:, None], "importance weight")
         fam = fit_cross_entropy(X, Wt * Y.abs(), components=comps, cov_floor=cov_floor)
         logG = fam.log_prob(X)
-        # alpha-step: min sum_i sum_j w_j (f_j phi_j - beta_j g_j)^2 / (g_alpha h), rows rescaled by s_i
-        s = logG.max(1).values
-        if defensive > 0:
-            s = torch.maximum(s, log_fbar_all)
-        u = Y * torch.exp((logf - s[:, None]).clamp_max(_LOG_OVERFLOW))
-        gz = torch.exp(logG - s[:, None])
-        num = ((u - beta[None] * gz) ** 2 * w_dev[None]).sum(1)
-        log_a = torch.log(num) + s - logh
-        a = torch.exp(log_a - log_a.max()) if bool(torch.isfinite(log_a.max())) else torch.zeros_like(num)
-        c = defensive * torch.exp(log_fbar_all - s) if defensive > 0 else None
-        sol = minimize_on_simplex(a, (1 - defensive) * gz, c, alpha0=alpha, floor=alpha_floor / J)
+        sol = _alpha_step(Y, logf, logG, logh, log_fbar_all, beta, w_dev, alpha, defensive, alpha_floor / J)
         alpha = sol.alpha
         prop = FrozenProposal(fam, alpha, beta, float(defensive))
         # a new batch from g_alpha
         Xn = prop.sample(nb, gen, inp)
-        logfn = inp.log_prob(to_in(Xn))
-        Yn = call_phis(phis, to_in(Xn), J, allow_negative, logfn)
-        log_fbar_n = inp.log_mean(to_in(Xn), logfn)
+        logfn = inp.log_prob(_to(inp, Xn))
+        Yn = call_phis(phis, _to(inp, Xn), J, allow_negative, logfn)
+        log_fbar_n = inp.log_mean(_to(inp, Xn), logfn)
         logGn = fam.log_prob(Xn)
         lga_n = prop.log_prob(logGn, log_fbar_n)
-        # beta by least squares of f_j phi_j / g_alpha on g_j / g_alpha (control variate, mean 1)
-        yv = Yn * _ratio(logfn, lga_n[:, None], "importance weight")
-        zv = torch.exp(logGn - lga_n[:, None])
-        zc, yc = zv - zv.mean(0), yv - yv.mean(0)
-        vz = (zc**2).mean(0)
-        ok = vz > 1e-12 * zv.mean(0) ** 2
-        beta = torch.where(ok, (zc * yc).mean(0) / torch.where(ok, vz, torch.ones_like(vz)), yv.mean(0))
-        summand = yv - beta[None] * zv + beta[None]
-        est_k, var_k = summand.mean(0), summand.var(0)
+        beta, est_k, var_k = _beta_step(Yn, logfn, logGn, lga_n)
         prop = FrozenProposal(fam, alpha, beta, float(defensive))
         # the balance-heuristic bookkeeping: every proposal on the new points, the new one on all
         new_rows = [p.log_prob(p.log_components(Xn), log_fbar_n) for p in proposals]
@@ -425,45 +490,8 @@ def aiscv(
     n_final = N - used
     seed = draw_seed(gen)
 
-    def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
-        x = x.to(torch.float64)
-        lf = inp.log_prob(to_in(x))
-        y = call_phis(phis, to_in(x), J, allow_negative, lf)
-        lfb = inp.log_mean(to_in(x), lf) if prop.defensive > 0 else None
-        lG = prop.log_components(x)
-        lga = prop.log_prob(lG, lfb)
-        out = y * _ratio(lf, lga[:, None], "importance weight")
-        if lG is None:
-            return out
-        return out - prop.beta[None] * torch.exp(lG - lga[:, None]) + prop.beta[None]
-
-    if final == "iid":
-        res = mc_estimate(
-            summand_fn, lambda n, g, dev: prop.sample(n, g, inp), n_final, seed=seed % (2**62),
-            device=gen.device, level=level,
-        )
-        est, se, cov = res.estimate.reshape(J), res.stderr.reshape(J), res.covariance
-    else:
-        if not isinstance(n_randomizations, int) or n_randomizations < 2:
-            raise ValueError(f"n_randomizations must be an int >= 2, got {n_randomizations}")
-        m = n_final // n_randomizations
-        if m < 1:
-            raise ValueError(f"budget too small for {n_randomizations} randomizations of the final sample")
-        if prop.family.c == 1:
-            # stratified over components: n_m = round(m alpha_m) points of component m, each an
-            # independently scrambled Sobol' sequence; g_alpha uses the realised fractions n_m / m
-            # (deterministic-mixture weights), so each randomisation is unbiased
-            counts = _allocate(prop.alpha, m)
-            prop = FrozenProposal(prop.family, counts / m, torch.where(counts > 0, prop.beta, 0.0), 0.0)
-            draw_q = lambda r: prop.sample_qmc_stratified(counts, seed + r * (J + 1))  # noqa: E731
-        else:
-            draw_q = lambda r: prop.sample_qmc(m, seed + r)  # noqa: E731
-        reps = torch.stack([summand_fn(draw_q(r), prop).mean(0) for r in range(n_randomizations)])
-        mom = RunningMoments.from_batch(reps)
-        est = mom.mean
-        cov = mom.covariance() / n_randomizations
-        se = torch.sqrt(torch.diagonal(cov).clamp_min(0))
-        n_final = m * n_randomizations
+    est, se, cov, n_final = _final_sample(prop, inp, phis, J, allow_negative, final, n_final, n_randomizations,
+                                          seed, level, gen)
     if wmode == "relative":
         w_dev = _relative(est)
     if bool((~torch.isfinite(se)).any()):
