@@ -168,33 +168,62 @@ class LinearSubspace(Manifold):
         return self.scale**2 * self.projection + sigma**2 * torch.eye(self.ambient_dim, dtype=torch.float64)
 
 
-def _bessel_ratio_cf(nu: float, kappa: torch.Tensor, depth: int = 60) -> torch.Tensor:
-    # Gauss continued fraction A_nu = kappa / (2(nu+1) + kappa A_{nu+1}), run backwards from a deep tail;
-    # converges to round-off for kappa << depth.
-    a = kappa / (2.0 * (nu + depth + 1))
-    for j in range(depth, -1, -1):
-        a = kappa / (2.0 * (nu + j + 1) + kappa * a)
-    return a
+def _amos_start(nu: float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Amos (1974): x / (nu + 1/2 + sqrt((nu + 3/2)^2 + x^2)) <= A_nu(x) <= x / (nu + 1/2 + sqrt((nu + 1/2)^2 + x^2)).
+    # Returns their midpoint and its worst-case relative error.
+    lo = x / (nu + 0.5 + torch.sqrt((nu + 1.5) ** 2 + x * x))
+    hi = x / (nu + 0.5 + torch.sqrt((nu + 0.5) ** 2 + x * x))
+    return 0.5 * (lo + hi), (hi - lo) / (hi + lo).clamp_min(torch.finfo(x.dtype).tiny)
 
 
-def _bessel_ratio_large(k: int, kappa: torch.Tensor) -> torch.Tensor:
-    # Upward recurrence A_{nu+1} = 1/A_nu - 2(nu+1)/kappa from nu = 0 or 1/2; stable for kappa >> nu.
-    if k % 2 == 1:
-        nu, a = 0.0, torch.special.i1e(kappa) / torch.special.i0e(kappa)
-    else:
-        nu, a = 0.5, 1.0 / torch.tanh(kappa) - 1.0 / kappa
-    while nu < (k - 1) / 2:
-        a = 1.0 / a - 2.0 * (nu + 1) / kappa
-        nu += 1.0
-    return a
+def _recurrence_depth(nu: float, x: torch.Tensor, tol: float) -> int:
+    # The backward recurrence A_n = x / (2(n+1) + x A_{n+1}) is stable: a relative error in A_{n+1} reaches
+    # A_n multiplied by A_n A_{n+1} < 1. Start at order nu + m from Amos's midpoint, with the smallest m whose
+    # start error times that product (bounded with the Amos values) is below tol for every x.
+    x = x.detach()
+    log_gain = torch.zeros_like(x)
+    for m in range(1_000_000):
+        a, rel = _amos_start(nu + m, x)
+        if bool((torch.log(rel.clamp_min(1e-300)) + log_gain < math.log(tol)).all()):
+            return m
+        log_gain = log_gain + 2.0 * torch.log(a.clamp_min(1e-300))
+    raise RuntimeError("bessel_ratio: recurrence depth did not converge")  # unreachable: the gain is < 1
+
+
+def _hankel_series(nu: float, x: torch.Tensor, terms: int = 30) -> torch.Tensor:
+    # sqrt(2 pi x) e^{-x} I_nu(x) ~ sum_k (-1)^k a_k(nu) / x^k (DLMF 10.40.1); used where x >= (nu + 3)^2,
+    # so the terms fall at least like 2^-k / k! and 30 of them are far below float64 round-off.
+    mu = 4.0 * nu * nu
+    term, total = torch.ones_like(x), torch.ones_like(x)
+    for k in range(1, terms + 1):
+        term = -term * (mu - (2 * k - 1) ** 2) / (8.0 * k * x)
+        total = total + term
+    return total
 
 
 def bessel_ratio(k: int, kappa: torch.Tensor) -> torch.Tensor:
-    """``A(kappa) = I_{nu+1}(kappa) / I_nu(kappa)`` with ``nu = (k - 1) / 2`` (pure torch, differentiable)."""
-    cut = 20.0 + 2.0 * k
-    small = _bessel_ratio_cf((k - 1) / 2, kappa.clamp(max=cut))
-    large = _bessel_ratio_large(k, kappa.clamp(min=cut))
-    return torch.where(kappa < cut, small, large)
+    """``A(kappa) = I_{nu+1}(kappa) / I_nu(kappa)`` with ``nu = (k - 1) / 2`` (pure torch, differentiable).
+
+    Below ``kappa = max(40, (nu + 2)^2)``: the stable backward recurrence started from Amos's bounds at an
+    order chosen so the start error is contracted below 1e-17; above it: the ratio of Hankel's large-argument
+    series. Relative error ~1e-15 against 40-digit mpmath for k up to 1000 and kappa in [1e-8, 1e8]
+    (``tests/datasets/test_manifolds.py``). Computed in float64, returned in ``kappa``'s dtype.
+
+    Examples
+    --------
+    >>> float(bessel_ratio(2, torch.tensor([1.0], dtype=torch.float64))[0])  # coth(1) - 1
+    0.3130352854993313
+    """
+    x = kappa.to(torch.float64)
+    nu = (k - 1) / 2
+    switch = max(40.0, (nu + 2.0) ** 2)
+    near = x.clamp(max=switch)
+    m = _recurrence_depth(nu, near, 1e-17)
+    a, _ = _amos_start(nu + m, near)
+    for j in range(m - 1, -1, -1):
+        a = near / (2.0 * (nu + j + 1) + near * a)
+    far = x.clamp(min=switch)
+    return torch.where(x < switch, a, _hankel_series(nu + 1, far) / _hankel_series(nu, far)).to(kappa.dtype)
 
 
 class Sphere(Manifold):

@@ -64,6 +64,46 @@ def test_bessel_ratio_matches_scipy(k):
     np.testing.assert_allclose(bessel_ratio(k, kappa).numpy(), ref, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("k", [1, 2, 7, 50, 199, 400, 401, 1000])
+def test_bessel_ratio_matches_scipy_for_every_order(k):
+    # issue 16: at k = 400 the old upward recurrence lost all accuracy just above its switch-over
+    # (relative error 2.55 in the Sphere(400, 401) score at sigma = 0.033). Reference: scipy's ive ratio
+    # wherever both values are normal floats; the switch-over (nu + 2)^2 lies inside the grid.
+    nu = (k - 1) / 2
+    kappa = np.concatenate([np.logspace(-6, 8, 400), np.linspace(1.0, 5.0 * (nu + 2.0) ** 2, 400)])
+    num, den = sp.ive(nu + 1, kappa), sp.ive(nu, kappa)
+    ok = (num > 1e-300) & (den > 1e-300) & np.isfinite(num) & np.isfinite(den)
+    assert ok.sum() > 300
+    got = bessel_ratio(k, torch.tensor(kappa[ok], dtype=D64)).numpy()
+    np.testing.assert_allclose(got, num[ok] / den[ok], rtol=1e-10, atol=0)
+
+
+def test_bessel_ratio_matches_mpmath_where_scipy_underflows():
+    # I_nu(kappa) underflows scipy's ive for kappa << nu; 30-digit mpmath is the reference there.
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 30
+    for k, kappa in [(1000, 1e-6), (1000, 3.0), (400, 0.5), (401, 1067.0), (5, 1e7)]:
+        nu = (k - 1) / 2
+        ref = float(mpmath.besseli(nu + 1, kappa) / mpmath.besseli(nu, kappa))
+        got = float(bessel_ratio(k, torch.tensor([kappa], dtype=D64))[0])
+        assert abs(got - ref) <= 1e-13 * ref, (k, kappa, got, ref)
+
+
+def test_sphere_score_is_exact_in_high_dimension():
+    # the issue's case: S^400 in R^401 at sigma = 0.033, score from scipy's Bessel ratio (Tweedie).
+    m = Sphere(400, 401, generator=torch.Generator().manual_seed(0))
+    sigma = 0.033
+    x = m.sample(64, torch.Generator().manual_seed(1), noise=sigma)
+    y = x @ m.basis
+    r = y.norm(dim=1).numpy()
+    kappa = m.radius * r / sigma**2
+    ratio = sp.ive(200.5, kappa) / sp.ive(199.5, kappa)
+    den = torch.tensor(m.radius * ratio / r, dtype=D64)[:, None] * y @ m.basis.T
+    ref = (den - x) / sigma**2
+    got = m.score(x, sigma)
+    assert float(((got - ref).norm(dim=1) / ref.norm(dim=1)).max()) < 1e-9
+
+
 def _sphere_log_density_quadrature(y: np.ndarray, k: int, sigma: float) -> float:
     """log of the N(0, sigma^2) smoothing of the uniform law on S^k (k = 1, 2), by a fine grid."""
     if k == 1:
