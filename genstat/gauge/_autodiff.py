@@ -1,7 +1,8 @@
 """Jacobian products of batched fields ``f: (n, D) -> (n, D)`` acting pointwise.
 
 torch.func (``jvp``, ``vjp``, ``jacrev``) is used first; fields that call ``torch.autograd.grad`` inside
-(which torch.func cannot trace) fall back to plain autograd (double-backward trick for the JVP).
+(which torch.func cannot trace) fall back to plain autograd (double-backward trick for the JVP). Only the
+errors torch.func raises for such fields trigger the fallback; every other error reaches the caller.
 """
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ import torch
 from torch.func import jacrev, jvp, vjp
 
 Field = Callable[[torch.Tensor], torch.Tensor]
+
+# Fragments of the messages torch.func raises for code it cannot transform (autograd.grad / requires_grad_
+# inside the field, or reading a functionalised tensor's data); checked against torch 2.1-2.13.
+_TRANSFORM_ERRORS = ("functorch", "torch.func", "vmap", "doesn't have storage", "data-dependent")
+
+
+def is_transform_error(err: RuntimeError) -> bool:
+    """Whether ``err`` says that torch.func cannot trace the function (so plain autograd may)."""
+    return any(frag in str(err) for frag in _TRANSFORM_ERRORS)
 
 
 def check_field_output(y: torch.Tensor, x: torch.Tensor, name: str = "field") -> torch.Tensor:
@@ -50,7 +60,9 @@ def jvp_vjp(f: Field, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, t
         _, pullback = vjp(f, x)
         (jtv,) = pullback(v)
         return y.detach(), jv.detach(), jtv.detach()
-    except RuntimeError:
+    except RuntimeError as err:
+        if not is_transform_error(err):
+            raise
         return _autograd_jvp_vjp(f, x, v)
 
 
@@ -59,7 +71,9 @@ def jacobian(f: Field, x: torch.Tensor) -> torch.Tensor:
     try:
         jac = jacrev(lambda z: f(z).sum(0))(x)  # (D_out, n, D_in): rows of each block-diagonal J
         return jac.permute(1, 0, 2).detach()
-    except RuntimeError:
+    except RuntimeError as err:
+        if not is_transform_error(err):
+            raise
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             y = f(xr)

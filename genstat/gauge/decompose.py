@@ -20,7 +20,7 @@ from torch.func import grad, jacrev, vmap
 
 from genstat.nn import MLP
 
-from ._autodiff import check_field_output, check_points, divergence
+from ._autodiff import check_field_output, check_points, divergence, is_transform_error
 
 __all__ = [
     "GaugeDecomposition",
@@ -113,7 +113,9 @@ def _score_from(log_prob_or_score: Callable, x: torch.Tensor) -> torch.Tensor:
                          f"{tuple(x.shape)} (score), got {tuple(out.shape)}")
     try:
         return jacrev(lambda z: log_prob_or_score(z).sum())(x).detach()
-    except RuntimeError:
+    except RuntimeError as err:
+        if not is_transform_error(err):
+            raise
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             return torch.autograd.grad(log_prob_or_score(xr).sum(), xr)[0]
