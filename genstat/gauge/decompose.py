@@ -202,6 +202,13 @@ class GaugeDecomposition:
     losses : Tensor
         Training loss per step (empty for the closed-form quadratic fit).
     wall_time : float
+    n_eval : int
+        Number of evaluation points (held out from the fit unless ``eval_samples`` or ``holdout=0`` said
+        otherwise).
+    residual_norm2_stderr : float
+        Standard error of ``residual_norm2`` over the evaluation points (iid samples of p).
+    held_out : bool
+        Whether the evaluation points were disjoint from the training points.
     """
 
     potential: nn.Module
@@ -212,6 +219,9 @@ class GaugeDecomposition:
     cross: float
     losses: torch.Tensor
     wall_time: float
+    n_eval: int = 0
+    residual_norm2_stderr: float = float("nan")
+    held_out: bool = False
 
     def conservative(self, x: torch.Tensor) -> torch.Tensor:
         """``grad phi(x)``, shape (n, D)."""
@@ -227,7 +237,9 @@ class GaugeDecomposition:
         """One-row table of the norms."""
         return pd.DataFrame([{"field_norm2": self.field_norm2, "conservative_norm2": self.conservative_norm2,
                               "residual_norm2": self.residual_norm2, "cross": self.cross,
-                              "steps": int(self.losses.numel()), "wall_time": self.wall_time}])
+                              "residual_norm2_stderr": self.residual_norm2_stderr, "n_eval": self.n_eval,
+                              "held_out": self.held_out, "steps": int(self.losses.numel()),
+                              "wall_time": self.wall_time}])
 
 
 def _fit_quadratic(pot: QuadraticPotential, x: torch.Tensor, s: torch.Tensor) -> None:
@@ -256,6 +268,7 @@ def decompose(
     depth: int = 3,
     generator: torch.Generator | None = None,
     eval_samples: torch.Tensor | None = None,
+    holdout: float = 0.2,
 ) -> GaugeDecomposition:
     """Fit the conservative part ``grad phi = argmin E_p ||grad phi - s||^2`` of ``field`` from samples of p.
 
@@ -274,7 +287,11 @@ def decompose(
     generator : torch.Generator
         Initial weights and minibatch indices (required for trained potentials).
     eval_samples : Tensor, optional
-        Samples where the norms are measured (default ``samples``).
+        Samples of p where the norms are measured. Default: the last ``holdout`` fraction of ``samples``,
+        which the fit then does not use (norms on the fitted points are biased low for the residual).
+    holdout : float in [0, 1)
+        Fraction of ``samples`` held out for the norms when ``eval_samples`` is not given; 0 measures on
+        the training points (the in-sample projection, where ``cross`` is 0 for the quadratic fit).
 
     Returns
     -------
@@ -287,14 +304,27 @@ def decompose(
     >>> x = torch.randn(4000, 2, dtype=torch.float64, generator=g)
     >>> M = torch.tensor([[-1.0, 0.7], [-0.7, -1.0]], dtype=torch.float64)
     >>> dec = decompose(lambda z: z @ M.T, x, potential="quadratic")
-    >>> bool(abs(dec.field_norm2 - dec.conservative_norm2 - dec.residual_norm2) < 1e-8)
+    >>> dec.n_eval, dec.held_out
+    (800, True)
+    >>> bool(abs(dec.field_norm2 - dec.conservative_norm2 - dec.residual_norm2 - 2 * dec.cross) < 1e-8)
     True
     """
     samples = check_points(samples, name="samples")
     dim = samples.shape[1]
-    ev = samples if eval_samples is None else check_points(eval_samples, dim, name="eval_samples")
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout must be a float in [0, 1), got {holdout!r}")
     with torch.no_grad():
         s_train = check_field_output(field(samples), samples).detach()
+    if eval_samples is not None:
+        ev = check_points(eval_samples, dim, name="eval_samples")
+    elif holdout > 0:
+        n_ev = int(round(holdout * samples.shape[0]))
+        if n_ev < 2 or samples.shape[0] - n_ev < 2:
+            raise ValueError(f"holdout={holdout} of {samples.shape[0]} samples leaves fewer than 2 points for the fit "
+                             "or for the norms; pass more samples, eval_samples, or holdout=0")
+        samples, ev, s_train = samples[:-n_ev], samples[-n_ev:], s_train[:-n_ev]
+    else:
+        ev = samples
     t0 = time.perf_counter()
     losses = torch.zeros(0)
     if isinstance(potential, str):
@@ -335,5 +365,8 @@ def decompose(
     g_ev = pot.gradient(ev).detach().double()
     r_ev = s_ev - g_ev
     mean = lambda a, b: float((a * b).sum(1).mean())  # noqa: E731
+    r2 = r_ev.pow(2).sum(1)
+    r2_se = float(r2.std() / len(r2) ** 0.5) if len(r2) > 1 else float("nan")
     return GaugeDecomposition(pot, field, mean(s_ev, s_ev), mean(g_ev, g_ev), mean(r_ev, r_ev), mean(g_ev, r_ev),
-                              losses, time.perf_counter() - t0)
+                              losses, time.perf_counter() - t0, n_eval=int(ev.shape[0]), residual_norm2_stderr=r2_se,
+                              held_out=ev is not samples)

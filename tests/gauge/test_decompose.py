@@ -65,7 +65,7 @@ def test_decompose_quadratic_recovers_lyapunov():
     M, Sigma, g = _problem(dim=3, seed=4)
     L = torch.linalg.cholesky(Sigma)
     x = torch.randn(20000, 3, generator=g, dtype=D64) @ L.T
-    dec = decompose(lambda z: z @ M.T, x, potential="quadratic")
+    dec = decompose(lambda z: z @ M.T, x, potential="quadratic", holdout=0)  # the in-sample projection
     Q, _ = linear_gauge_decomposition(M, Sigma)
     A = 0.5 * (dec.potential.A + dec.potential.A.T).detach()
     assert float((A - Q).norm() / Q.norm()) < 0.05
@@ -74,6 +74,28 @@ def test_decompose_quadratic_recovers_lyapunov():
     assert float((A - Qh).norm() / Q.norm()) < 0.02  # b absorbs the (tiny) sample mean
     assert abs(dec.field_norm2 - dec.conservative_norm2 - dec.residual_norm2) < 1e-8 * dec.field_norm2
     assert abs(dec.cross) < 1e-8 * dec.field_norm2
+
+
+def test_decompose_measures_norms_on_held_out_points():
+    # issue 16: the norms were measured on the points the potential was fitted to, where the residual
+    # is biased low. Default: the last 20% of the samples are held out of the fit and the norms use them.
+    M, Sigma, g = _problem(dim=6, seed=2)
+    L = torch.linalg.cholesky(Sigma)
+    x = torch.randn(60, 6, generator=g, dtype=D64) @ L.T
+    field = lambda z: z @ M.T  # noqa: E731
+    dec = decompose(field, x, potential="quadratic")
+    assert (dec.n_eval, dec.held_out) == (12, True)
+    ref = decompose(field, x[:48], potential="quadratic", holdout=0)  # the same fit, on the 48 training points
+    assert_close(dec.potential.A, ref.potential.A)
+    r = field(x[48:]) - dec.conservative(x[48:])
+    assert_close(torch.tensor(dec.residual_norm2, dtype=D64), r.pow(2).sum(1).mean())
+    assert_close(torch.tensor(dec.residual_norm2_stderr, dtype=D64), r.pow(2).sum(1).std() / 12**0.5)
+    # with 48 points for 27 parameters the in-sample residual is far below the held-out one
+    assert ref.residual_norm2 < dec.residual_norm2
+    with pytest.raises(ValueError, match="holdout must be"):
+        decompose(field, x, potential="quadratic", holdout=1.0)
+    with pytest.raises(ValueError, match="fewer than 2 points"):
+        decompose(field, x[:3], potential="quadratic")
 
 
 def test_decompose_mlp_fits_conservative_part():
@@ -104,6 +126,7 @@ def test_bad_inputs():
         gauge_residual(lambda z: z[:, :2], lambda z: -z, x)
     with pytest.raises(ValueError, match="log_prob_or_score must return"):
         gauge_residual(lambda z: z, lambda z: z[:, :2], x)
+    x = torch.randn(20, 3)  # decompose holds out 20% of its samples for the norms
     with pytest.raises(ValueError, match="field must map"):
         decompose(lambda z: z.sum(1), x, potential="quadratic")
     with pytest.raises(ValueError, match="potential must be"):
