@@ -5,11 +5,15 @@ level ``sigma > 0``, the exact score of ``p_sigma = p_0 * N(0, sigma^2 I)`` thro
 
     score(x, sigma) = (denoiser(x, sigma) - x) / sigma^2,   denoiser(x, sigma) = E[x_0 | x_0 + sigma eps = x].
 
-* :class:`LinearSubspace` -- ``x_0 = U w``, ``w ~ N(0, tau^2 I_d)``: ``p_sigma = N(0, tau^2 P_T + sigma^2 I)``,
-  ``score = -P_T x / (tau^2 + sigma^2) - P_N x / sigma^2`` (REFERENCE.md section 3).
+* :class:`LinearSubspace` -- ``x_0 = U w``, ``w ~ N(0, diag(tau_i^2))`` (one scale or one per direction):
+  ``p_sigma = N(0, U diag(tau_i^2) U^T + sigma^2 I)``, ``score = -U diag(1 / (tau_i^2 + sigma^2)) U^T x - P_N x / sigma^2``
+  (REFERENCE.md section 3).
 * :class:`Sphere` -- uniform on the radius-``R`` sphere ``S^k`` in a random (k+1)-plane of R^D. With ``y`` the
   component of x in that plane and ``kappa = R |y| / sigma^2`` (von Mises-Fisher integral over ``S^k``),
   ``denoiser = R A_nu(kappa) y / |y|`` where ``A_nu = I_{nu+1} / I_nu`` and ``nu = (k - 1) / 2``.
+* :class:`FlatTorus` -- the product of ``k`` circles of radii ``r_i`` in a random 2k-plane (``k = 2``, equal radii
+  ``1/sqrt 2``: the Clifford torus in R^4), uniform in the angles. Isotropic noise factorises over the circles'
+  planes, so the denoiser is the circle's (``A_0 = I_1 / I_0``) in each plane and 0 off the 2k-plane.
 * :class:`SwissRoll` -- scikit-learn's roll ``(t cos t, h, t sin t)``, ``t ~ U[1.5 pi, 4.5 pi]``,
   ``h ~ U[0, 21]``, in a random 3-plane of R^D. The ``h`` posterior is a truncated normal (closed form);
   the ``t`` posterior is computed on a grid fine enough (spacing ``sigma / 2`` in arc length) that the
@@ -24,7 +28,7 @@ import math
 
 import torch
 
-__all__ = ["Manifold", "LinearSubspace", "Sphere", "SwissRoll", "make_manifold", "random_frame"]
+__all__ = ["FlatTorus", "Manifold", "LinearSubspace", "Sphere", "SwissRoll", "make_manifold", "random_frame"]
 
 
 def random_frame(ambient_dim: int, dim: int, *, generator: torch.Generator | None = None,
@@ -121,14 +125,16 @@ class Manifold:
 
 
 class LinearSubspace(Manifold):
-    """``x_0 = U w`` with ``w ~ N(0, scale^2 I_dim)`` and ``U`` an orthonormal (ambient_dim, dim) frame.
+    """``x_0 = U w`` with ``w ~ N(0, diag(scale_i^2))`` and ``U`` an orthonormal (ambient_dim, dim) frame.
 
     Parameters
     ----------
     dim, ambient_dim : int
         Intrinsic and ambient dimension.
-    scale : float
-        Standard deviation ``tau`` along the subspace.
+    scale : float or sequence of ``dim`` floats
+        Standard deviation ``tau`` along the subspace, one for all directions or one per direction
+        (an anisotropic subspace: its smallest scale sets the noise level below which the tangent
+        directions still stand out).
     generator : torch.Generator, optional
         Draws a Haar-random frame; without it the subspace is spanned by the first ``dim`` axes.
 
@@ -138,15 +144,20 @@ class LinearSubspace(Manifold):
     >>> x = m.sample(3, torch.Generator().manual_seed(1), noise=0.1)
     >>> m.score(x, 0.1).shape
     torch.Size([3, 20])
+    >>> LinearSubspace(2, 4, scale=[1.0, 0.1]).scales.tolist()
+    [1.0, 0.1]
     """
 
     name = "linear"
 
-    def __init__(self, dim: int, ambient_dim: int, *, scale: float = 1.0, generator: torch.Generator | None = None):
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+    def __init__(self, dim: int, ambient_dim: int, *, scale: float | list[float] = 1.0,
+                 generator: torch.Generator | None = None):
+        scales = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
+        if scales.numel() not in (1, dim) or not bool(torch.isfinite(scales).all()) or not bool((scales > 0).all()):
+            raise ValueError(f"scale must be a positive float or {dim} positive floats, got {scale!r}")
         self.basis = random_frame(ambient_dim, dim, generator=generator)
-        self.dim, self.ambient_dim, self.scale = dim, ambient_dim, float(scale)
+        self.dim, self.ambient_dim = dim, ambient_dim
+        self.scales = scales.expand(dim).clone()
 
     @property
     def projection(self) -> torch.Tensor:
@@ -155,17 +166,19 @@ class LinearSubspace(Manifold):
 
     def sample_clean(self, n, generator, dtype):
         w = torch.randn(n, self.dim, generator=generator, dtype=dtype, device=generator.device)
-        return self.scale * w @ self.basis.to(dtype=dtype, device=generator.device).T
+        w = w * self.scales.to(dtype=dtype, device=generator.device)
+        return w @ self.basis.to(dtype=dtype, device=generator.device).T
 
     def denoiser(self, x, sigma):
         self._check_x(x)
         s = _check_sigma(sigma, x)
         U = self._frame(x)
-        return (x @ U) @ U.T * (self.scale**2 / (self.scale**2 + s**2))
+        tau2 = self.scales.to(dtype=x.dtype, device=x.device) ** 2
+        return ((x @ U) * (tau2 / (tau2 + s**2))) @ U.T
 
     def covariance(self, sigma: float) -> torch.Tensor:
-        """Covariance ``tau^2 P_T + sigma^2 I`` of ``p_sigma`` (float64)."""
-        return self.scale**2 * self.projection + sigma**2 * torch.eye(self.ambient_dim, dtype=torch.float64)
+        """Covariance ``U diag(tau_i^2) U^T + sigma^2 I`` of ``p_sigma`` (float64)."""
+        return (self.basis * self.scales**2) @ self.basis.T + sigma**2 * torch.eye(self.ambient_dim, dtype=torch.float64)
 
 
 def _amos_start(nu: float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,6 +285,60 @@ class Sphere(Manifold):
         return (self.radius * bessel_ratio(self.dim, kappa) * y / r) @ U.T
 
 
+class FlatTorus(Manifold):
+    """The flat torus ``T^dim``: a product of ``dim`` circles of radii ``radii`` in a (2 dim)-plane of
+    R^ambient_dim, uniform in the angles (intrinsic dimension ``dim``, zero curvature).
+
+    Parameters
+    ----------
+    dim : int
+        Number of circles k >= 1.
+    ambient_dim : int
+        D >= 2k.
+    radii : float or sequence of k floats
+        Default ``1/sqrt(k)``: the points have norm 1 (k = 2, D = 4: the Clifford torus).
+    generator : torch.Generator, optional
+        Draws a Haar-random rotation of the 2k-plane; otherwise the first 2k axes.
+
+    Examples
+    --------
+    >>> m = FlatTorus(2, 4)
+    >>> x = m.sample(3, torch.Generator().manual_seed(0))
+    >>> torch.allclose(x.norm(dim=1), torch.ones(3, dtype=x.dtype))
+    True
+    """
+
+    name = "torus"
+
+    def __init__(self, dim: int = 2, ambient_dim: int = 4, *, radii: float | list[float] | None = None,
+                 generator: torch.Generator | None = None):
+        if not isinstance(dim, int) or dim < 1 or not isinstance(ambient_dim, int) or ambient_dim < 2 * dim:
+            raise ValueError(f"need ints dim >= 1 and ambient_dim >= 2 * dim, got dim={dim!r}, ambient_dim={ambient_dim!r}")
+        r = torch.as_tensor(1.0 / math.sqrt(dim) if radii is None else radii, dtype=torch.float64).reshape(-1)
+        if r.numel() not in (1, dim) or not bool(torch.isfinite(r).all()) or not bool((r > 0).all()):
+            raise ValueError(f"radii must be a positive float or {dim} positive floats, got {radii!r}")
+        self.radii = r.expand(dim).clone()
+        self.basis = random_frame(ambient_dim, 2 * dim, generator=generator)
+        self.dim, self.ambient_dim = dim, ambient_dim
+
+    def sample_clean(self, n, generator, dtype):
+        theta = 2 * math.pi * torch.rand(n, self.dim, generator=generator, dtype=dtype, device=generator.device)
+        r = self.radii.to(dtype=dtype, device=generator.device)
+        y = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], 2).reshape(n, 2 * self.dim)
+        return y @ self.basis.to(dtype=dtype, device=generator.device).T
+
+    def denoiser(self, x, sigma):
+        self._check_x(x)
+        s = _check_sigma(sigma, x)
+        U = self._frame(x)
+        y = (x @ U).reshape(x.shape[0], self.dim, 2)
+        rho = y.norm(dim=2).clamp_min(torch.finfo(x.dtype).tiny ** 0.5)  # (n, k)
+        r = self.radii.to(dtype=x.dtype, device=x.device)
+        kappa = r * rho / s**2
+        post = (r * bessel_ratio(1, kappa) / rho)[:, :, None] * y
+        return post.reshape(x.shape[0], 2 * self.dim) @ U.T
+
+
 class SwissRoll(Manifold):
     """scikit-learn's swiss roll ``(t cos t, h, t sin t)``, ``t ~ U[1.5 pi, 4.5 pi]``, ``h ~ U[0, height]``,
     in a 3-plane of R^ambient_dim (intrinsic dimension 2).
@@ -344,7 +411,7 @@ class SwissRoll(Manifold):
 
 
 def make_manifold(name: str, dim: int, ambient_dim: int, *, generator: torch.Generator | None = None) -> Manifold:
-    """Build a manifold by name: ``linear``, ``sphere`` or ``swiss_roll`` (``dim`` must be 2).
+    """Build a manifold by name: ``linear``, ``sphere``, ``torus`` or ``swiss_roll`` (``dim`` must be 2).
 
     Examples
     --------
@@ -355,8 +422,10 @@ def make_manifold(name: str, dim: int, ambient_dim: int, *, generator: torch.Gen
         return LinearSubspace(dim, ambient_dim, generator=generator)
     if name == "sphere":
         return Sphere(dim, ambient_dim, generator=generator)
+    if name == "torus":
+        return FlatTorus(dim, ambient_dim, generator=generator)
     if name == "swiss_roll":
         if dim != 2:
             raise ValueError(f"swiss_roll has dim 2, got dim={dim}")
         return SwissRoll(ambient_dim, generator=generator)
-    raise ValueError(f"name must be one of 'linear', 'sphere', 'swiss_roll', got {name!r}")
+    raise ValueError(f"name must be one of 'linear', 'sphere', 'torus', 'swiss_roll', got {name!r}")

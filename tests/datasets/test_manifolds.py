@@ -179,3 +179,59 @@ def test_make_manifold_and_errors():
     with pytest.raises(TypeError, match="generator"):
         m.sample(3, None)
     assert not math.isnan(float(m.score(x, 0.1).sum()))  # the origin is handled
+
+
+def test_anisotropic_subspace_score_is_the_gaussian_score():
+    scales = [2.0, 1.0, 0.3, 0.1]
+    m = LinearSubspace(4, 12, scale=scales, generator=torch.Generator().manual_seed(0))
+    sigma = 0.05
+    x = m.sample(200, torch.Generator().manual_seed(1), noise=sigma)
+    assert_close(m.score(x, sigma), -x @ torch.linalg.inv(m.covariance(sigma)), rtol=1e-10, atol=1e-10)
+    # the sample spread along each frame direction is its scale
+    w = m.sample(40000, torch.Generator().manual_seed(2)) @ m.basis
+    assert_close(w.std(0), torch.tensor(scales, dtype=D64), rtol=0.02, atol=0)
+    with pytest.raises(ValueError, match="scale must be"):
+        LinearSubspace(3, 5, scale=[1.0, 2.0])
+    with pytest.raises(ValueError, match="scale must be"):
+        LinearSubspace(2, 5, scale=[1.0, -2.0])
+
+
+def _torus_log_density(x: np.ndarray, m, sigma: float) -> np.ndarray:
+    # p_sigma factorises: per circle of radius r in its plane (polar angle integrated in closed form),
+    # (2 pi sigma^2)^-1 exp(-(rho^2 + r^2) / (2 sigma^2)) I_0(r rho / sigma^2); Gaussian off the 2k-plane.
+    U = m.basis.numpy()
+    y = x @ U
+    perp = x - y @ U.T
+    out = -(perp**2).sum(1) / (2 * sigma**2) - (m.ambient_dim - 2 * m.dim) / 2 * np.log(2 * np.pi * sigma**2)
+    for i, r in enumerate(m.radii.numpy()):
+        rho = np.linalg.norm(y[:, 2 * i: 2 * i + 2], axis=1)
+        kap = r * rho / sigma**2
+        out += -np.log(2 * np.pi * sigma**2) - (rho - r) ** 2 / (2 * sigma**2) + np.log(sp.i0e(kap))
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.3, 2.0])
+def test_flat_torus_score_matches_its_closed_form_density(sigma):
+    from genstat.datasets import FlatTorus
+
+    m = FlatTorus(2, 5, radii=[1.0, 0.4], generator=torch.Generator().manual_seed(0))
+    x = m.sample(50, torch.Generator().manual_seed(1), noise=sigma)
+    h = 1e-5 * max(sigma, 0.1)
+    xn = x.numpy()
+    fd = np.stack([(_torus_log_density(xn + h * e, m, sigma) - _torus_log_density(xn - h * e, m, sigma)) / (2 * h)
+                   for e in np.eye(5)], 1)
+    np.testing.assert_allclose(m.score(x, sigma).numpy(), fd, rtol=1e-6, atol=1e-6 / sigma)
+    # the clean points lie on the torus: each circle's coordinates have their radius
+    y = (m.sample(10, torch.Generator().manual_seed(2)) @ m.basis).reshape(10, 2, 2).norm(dim=2)
+    assert_close(y, torch.tensor([1.0, 0.4], dtype=D64).expand(10, 2))
+
+
+def test_clifford_torus_and_make_manifold():
+    from genstat.datasets import FlatTorus
+
+    m = make_manifold("torus", 2, 4)
+    assert isinstance(m, FlatTorus) and m.dim == 2
+    x = m.sample(100, torch.Generator().manual_seed(0))
+    assert_close(x.norm(dim=1), torch.ones(100, dtype=D64))
+    with pytest.raises(ValueError, match="ambient_dim >= 2"):
+        FlatTorus(3, 5)
