@@ -167,7 +167,7 @@ def test_make_manifold_and_errors():
     assert isinstance(make_manifold("linear", 2, 4), LinearSubspace)
     assert isinstance(make_manifold("swiss_roll", 2, 5), SwissRoll)
     with pytest.raises(ValueError, match="name must be one of"):
-        make_manifold("torus", 2, 4)
+        make_manifold("klein_bottle", 2, 4)
     m = Sphere(2, 4)
     x = torch.zeros(3, 4)
     with pytest.raises(ValueError, match="sigma must be > 0"):
