@@ -2,7 +2,9 @@
 intrinsic-dimension table on manifolds."""
 from __future__ import annotations
 
+import math
 import time
+import zlib
 from typing import Annotated, Literal
 
 import torch
@@ -12,13 +14,31 @@ from .bounds import MAX_BATCH, MAX_DEPTH, MAX_LIST, MAX_LR, MAX_SAMPLES, MAX_SCA
 from .registry import experiment
 from .runner import Run, markdown_table
 
-# scikit-dimension 0.5.0, n = 2000 (REFERENCE.md section 3): (MLE, TwoNN) for the true dimension
-ID_ANCHORS = {
-    "linear5_R20": (5.06, 5.24),
-    "sphere2_R10": (1.98, 1.92),
-    "swiss_roll_R3": (1.94, 1.93),
-    "linear10_R50": (9.00, 9.49),
+# name -> (constructor given a generator for the frame, length scale of the data): every noise level of the
+# experiment is multiplied by the scale (the swiss roll has scikit-learn's radii 5-14 and height 21).
+MANIFOLDS = {
+    "linear5_R20": (lambda g: _ds().LinearSubspace(5, 20, generator=g), 1.0),
+    "sphere2_R10": (lambda g: _ds().Sphere(2, 10, generator=g), 1.0),
+    "swiss_roll_R3": (lambda g: _ds().SwissRoll(3, generator=g), 5.0),
+    "linear10_R50": (lambda g: _ds().LinearSubspace(10, 50, generator=g), 1.0),
+    "sphere3_R8": (lambda g: _ds().Sphere(3, 8, generator=g), 1.0),
+    "aniso4_R12": (lambda g: _ds().LinearSubspace(4, 12, scale=[1.0, 0.5, 0.2, 0.1], generator=g), 1.0),
+    "clifford_torus_R4": (lambda g: _ds().FlatTorus(2, 4, generator=g), 1.0),
 }
+ManifoldName = Literal["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50", "sphere3_R8", "aniso4_R12",
+                       "clifford_torus_R4"]
+
+
+def _ds():
+    import genstat.datasets
+
+    return genstat.datasets
+
+
+def manifold_block(name: str) -> int:
+    """The random-stream block of a manifold: a hash of its name, so that any subset of the manifolds
+    (or one alone) reproduces its rows of the full run."""
+    return zlib.crc32(name.encode())
 
 
 class GaugeToyParams(BaseModel):
@@ -71,8 +91,9 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
     g = run.generator(0)
     samples = torch.randn(p.decompose_samples, 2, generator=g, dtype=D64) @ L.T
     x_probe = samples[:256]
-    fig, axes = plt.subplots(len(fields), 2, figsize=(9, 4.2 * len(fields)))
-    grid = torch.stack(torch.meshgrid(torch.linspace(-2.5, 2.5, 15, dtype=D64), torch.linspace(-5, 5, 15, dtype=D64),
+    fig, axes = plt.subplots(len(fields), 2, figsize=(9, 6.4 * len(fields)))
+    # equal spacing (0.5) on both axes, so arrow lengths compare in every direction
+    grid = torch.stack(torch.meshgrid(torch.linspace(-2.5, 2.5, 11, dtype=D64), torch.linspace(-5, 5, 21, dtype=D64),
                                       indexing="xy"), -1).reshape(-1, 2)
     for row, (name, M) in enumerate(fields.items()):
         field = lambda z, M=M: z @ M.T  # noqa: E731
@@ -107,11 +128,16 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
                 f"cov rel err={row_out['cov_rel_err_langevin']:.3f} (EM exact {row_out['cov_rel_err_em_exact']:.3f})")
         with torch.no_grad():
             gp, rr = dec.conservative(grid), dec.residual(grid)
-        # one arrow scale per row (longest arrow 0.6 data units) so that |grad phi| and |r| compare
-        scale = float(torch.cat([gp, rr]).norm(dim=1).max()) / 0.6
+        # one arrow scale per row so that |grad phi| and |r| compare: the 80th-percentile arrow of the row is
+        # 0.9 grid spacings long (scaling by the longest arrow, at the grid's corners, left most arrows
+        # too small to read); the colour gives the length
+        norms = torch.cat([gp, rr]).norm(dim=1)
+        spacing = float(grid[1, 0] - grid[0, 0])
+        scale = max(float(torch.quantile(norms, 0.8)), 1e-12) / (0.9 * spacing)
         for ax, vec, title in ((axes[row, 0], gp, "grad phi (fitted)"), (axes[row, 1], rr, "r = s - grad phi")):
-            ax.quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], color="C0" if ax is axes[row, 0] else "C3",
-                      angles="xy", scale_units="xy", scale=scale)
+            q = ax.quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], vec.norm(dim=1), cmap="viridis",
+                          clim=(0.0, float(norms.max())), angles="xy", scale_units="xy", scale=scale, width=0.012)
+            fig.colorbar(q, ax=ax, shrink=0.8, label="|vector|")
             ax.set_title(f"{name}\n{title}", fontsize=9)
             ax.set_aspect("equal")
     run.save_figure(fig, "decomposition")
@@ -120,13 +146,14 @@ def run_toy(p: GaugeToyParams, run: Run) -> None:
 
 class IDManifoldsParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    manifolds: list[Literal["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50"]] = Field(
-        list(ID_ANCHORS), max_length=MAX_LIST)
+    manifolds: list[ManifoldName] = Field(["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50"],
+                                          min_length=1, max_length=MAX_LIST)
     n_data: int = Field(2000, ge=100, le=MAX_BATCH)
     data_noise: dict[str, Annotated[float, Field(ge=0, le=MAX_SCALE)]] = Field(
         {"linear5_R20": 0.01}, max_length=MAX_LIST, description="noise sd added to a manifold's points")
     models: list[Literal["exact", "energy", "free"]] = Field(["exact", "energy", "free"], max_length=MAX_LIST)
-    steps: int = Field(4000, ge=1, le=MAX_STEPS)
+    steps: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] = Field(
+        [4000], min_length=1, max_length=MAX_LIST, description="training budgets: one fit per model and budget")
     hidden: int = Field(128, ge=1, le=MAX_WIDTH)
     depth: int = Field(3, ge=1, le=MAX_DEPTH)
     lr: float = Field(1e-3, gt=0, le=MAX_LR)
@@ -138,80 +165,161 @@ class IDManifoldsParams(BaseModel):
     n_points: int = Field(20, ge=1, le=MAX_SAMPLES)
     flow_points: int = Field(8, ge=1, le=MAX_SAMPLES)
     flow_steps: int = Field(32, ge=1, le=MAX_STEPS)
+    eval_points: int = Field(2000, ge=10, le=MAX_BATCH, description="held-out points of the DSM loss")
+    spectrum_sigmas: int = Field(12, ge=2, le=MAX_SAMPLES, description="noise levels of the spectrum figure")
+    skdim: bool = Field(True, description="compute scikit-dimension's MLE and TwoNN on the same points if installed")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"need sigma_min < sigma_max, got {self.sigma_min} >= {self.sigma_max}")
+        unknown = sorted(set(self.data_noise) - set(MANIFOLDS))
+        if unknown:
+            raise ValueError(f"data_noise names unknown manifolds {unknown}; known: {sorted(MANIFOLDS)}")
+        return self
 
 
-def _manifold(name: str, generator: torch.Generator):
-    from genstat.datasets import LinearSubspace, Sphere, SwissRoll
+def _skdim_estimates(data: torch.Tensor, n_neighbors: int) -> dict[str, float] | None:
+    """scikit-dimension's MLE (same options as ``id_mle``'s defaults: k neighbours, unbiased, mean of the
+    per-point estimates) and TwoNN (its defaults) on the same points; None if it is not installed."""
+    try:
+        import skdim
+    except ImportError:
+        return None
+    x = data.double().cpu().numpy()
+    mle = skdim.id.MLE(K=n_neighbors, unbiased=True).fit(x, n_neighbors=n_neighbors, comb="mean").dimension_
+    return {"mle": float(mle), "twonn": float(skdim.id.TwoNN().fit(x).dimension_)}
 
-    if name == "linear5_R20":
-        return LinearSubspace(5, 20, generator=generator)
-    if name == "sphere2_R10":
-        return Sphere(2, 10, generator=generator)
-    if name == "swiss_roll_R3":
-        return SwissRoll(3, generator=generator)
-    return LinearSubspace(10, 50, generator=generator)
+
+def _dsm_loss(score, x0: torch.Tensor, lo: float, hi: float, generator: torch.Generator) -> float:
+    # sigma^2-weighted DSM loss E||sigma s(x0 + sigma eps, sigma) + eps||^2 on held-out points (fit_score's loss)
+    n = x0.shape[0]
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    sig = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    s = score(x0 + sig[:, None] * eps, sig).detach()
+    return float((sig[:, None] * s + eps).pow(2).sum(1).mean())
+
+
+def _spectrum(score, x0: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mean sorted singular values of ``sigma^2 grad s(x0 + sigma eps, sigma)`` per noise level, (S, D):
+    ``D - d`` of them tend to 1 (normal directions) and ``d`` to 0 as sigma -> 0."""
+    from genstat.gauge._autodiff import jacobian
+
+    out = []
+    for sig in sigmas.tolist():
+        x = x0 + sig * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        J = jacobian(lambda z, sig=sig: score(z, sig), x)
+        out.append((sig**2 * torch.linalg.svdvals(J)).mean(0))
+    return torch.stack(out)
+
+
+def _fit_model(p: IDManifoldsParams, m, model_name: str, steps: int, data, scale: float, gen, run: Run):
+    from genstat.gauge import EnergyScore, FreeScore, fit_score
+
+    cls = EnergyScore if model_name == "energy" else FreeScore
+    model = cls(m.ambient_dim, hidden=p.hidden, depth=p.depth, sigma_min=scale * p.sigma_min,
+                sigma_max=scale * p.sigma_max, sigma_data=scale, generator=gen(4))
+    fit = fit_score(model, data.float(), steps=steps, batch_size=p.batch_size, lr=p.lr, generator=gen(5))
+    run.log(f"{m.name} {model_name} {steps} steps: trained in {fit.wall_time:.0f}s, "
+            f"final loss {float(fit.losses[-200:].mean()):.3f}")
+    return model.double(), fit
 
 
 @experiment("gauge.id_manifolds", IDManifoldsParams,
-            help="intrinsic dimension: flow-Jacobian / score-SVD / FLIPD (exact, energy, free) vs MLE and TwoNN")
+            help="intrinsic dimension: flow-Jacobian / score-SVD / FLIPD (exact, energy, free) vs MLE, TwoNN and "
+                 "scikit-dimension on the same points")
 def run_id_manifolds(p: IDManifoldsParams, run: Run) -> None:
-    from genstat.gauge import (EnergyScore, FreeScore, fit_score, id_flipd, id_flow_jacobian, id_mle, id_score_svd,
-                               id_twonn, nonconservativity)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from genstat.gauge import id_flipd, id_flow_jacobian, id_mle, id_score_svd, id_twonn, nonconservativity
     from genstat.mc import block_generator
 
-    rows = []
-    for mi, name in enumerate(p.manifolds):
-        gen = lambda stream: block_generator(run.seed, mi, stream=stream)  # noqa: E731
-        m = _manifold(name, gen(0))
-        # swiss roll: scikit-learn's scale (radius 5-14, height 21); noise levels are multiplied by 5
-        scale = 5.0 if name == "swiss_roll_R3" else 1.0
+    rows, spectra = [], {}
+    for name in p.manifolds:
+        block = manifold_block(name)
+        gen = lambda stream: block_generator(run.seed, block, stream=stream)  # noqa: E731
+        make, scale = MANIFOLDS[name]
+        m = make(gen(0))
         noise = p.data_noise.get(name, 0.0)
         data = m.sample(p.n_data, gen(1), noise=noise)
-        anchors = dict(zip(("mle", "twonn"), ID_ANCHORS[name]))
+        base = dict(manifold=name, d=m.dim, D=m.ambient_dim)
+        anchor = _skdim_estimates(data, 20) if p.skdim else None
         for meth, fn in (("mle", id_mle), ("twonn", id_twonn)):
             t0 = time.perf_counter()
             est = fn(data)
-            rows.append(dict(manifold=name, d=m.dim, model="-", method=meth, estimate=est.estimate,
-                             dimension=est.dimension, anchor_skdim=anchors[meth], wall_time=time.perf_counter() - t0))
+            rows.append(dict(base, model="-", steps=0, method=meth, estimate=est.estimate, dimension=est.dimension,
+                             stderr=getattr(est, "stderr", float("nan")),
+                             skdim=anchor[meth] if anchor else float("nan"), wall_time=time.perf_counter() - t0))
             run.add_results(rows[-1])
         x0 = m.sample(p.n_points, gen(2))
+        x_eval = m.sample(p.eval_points, gen(7), noise=noise)
         xs = x0[: p.flow_points] + scale * p.sigma_max * torch.randn(x0[: p.flow_points].shape, generator=gen(3),
                                                                      dtype=x0.dtype)
+        sig_grid = scale * torch.logspace(math.log10(p.sigma_min), math.log10(p.sigma_max), p.spectrum_sigmas,
+                                          dtype=torch.float64)
         for model_name in p.models:
-            t0 = time.perf_counter()
-            if model_name == "exact":
-                score = m.score
-                train_time, rho = 0.0, 0.0
-            else:
-                cls = EnergyScore if model_name == "energy" else FreeScore
-                model = cls(m.ambient_dim, hidden=p.hidden, depth=p.depth, sigma_min=scale * p.sigma_min,
-                            sigma_max=scale * p.sigma_max, sigma_data=scale, generator=gen(4))
-                fit = fit_score(model, data.float(), steps=p.steps, batch_size=p.batch_size, lr=p.lr, generator=gen(5))
-                train_time = fit.wall_time
-                run.log(f"{name} {model_name}: trained {p.steps} steps in {train_time:.0f}s, "
-                        f"final loss {float(fit.losses[-200:].mean()):.3f}")
-                model = model.double()
-                score = model
-                rho = float(nonconservativity(lambda z: model(z, scale * p.svd_sigma), x0, exact=True).estimate)
-            ests = {
-                "flow_jacobian": id_flow_jacobian(score, xs, sigma_max=scale * p.sigma_max,
-                                                  sigma_min=scale * p.sigma_min, n_steps=p.flow_steps),
-                "score_svd": id_score_svd(score, x0, sigma=scale * p.svd_sigma, generator=gen(6)),
-                "flipd": id_flipd(score, x0, scale * p.flipd_sigma),
-            }
-            for meth, est in ests.items():
-                rows.append(dict(manifold=name, d=m.dim, model=model_name, method=meth, estimate=est.estimate,
-                                 dimension=est.dimension, anchor_skdim=None, rho=rho, train_time=train_time,
-                                 wall_time=time.perf_counter() - t0))
-                run.add_results(rows[-1])
-            run.log(f"{name} {model_name}: " + ", ".join(f"{k}={v.dimension} ({v.estimate:.2f})" for k, v in ests.items()))
-    import pandas as pd
+            for steps in ([0] if model_name == "exact" else p.steps):
+                t0 = time.perf_counter()
+                if model_name == "exact":
+                    score, fit, rho = m.score, None, 0.0
+                else:
+                    score, fit = _fit_model(p, m, model_name, steps, data, scale, gen, run)
+                    rho = float(nonconservativity(lambda z: score(z, scale * p.svd_sigma), x0, exact=True).estimate)
+                loss = _dsm_loss(score, x_eval, scale * p.sigma_min, scale * p.sigma_max, gen(8))
+                ests = {
+                    "flow_jacobian": id_flow_jacobian(score, xs, sigma_max=scale * p.sigma_max,
+                                                      sigma_min=scale * p.sigma_min, n_steps=p.flow_steps),
+                    "score_svd": id_score_svd(score, x0, sigma=scale * p.svd_sigma, generator=gen(6)),
+                    "flipd": id_flipd(score, x0, scale * p.flipd_sigma),
+                }
+                for meth, est in ests.items():
+                    rows.append(dict(base, model=model_name, steps=steps, method=meth, estimate=est.estimate,
+                                     dimension=est.dimension, stderr=getattr(est, "stderr", float("nan")),
+                                     rho=rho, heldout_dsm_loss=loss,
+                                     train_loss=float(fit.losses[-200:].mean()) if fit else float("nan"),
+                                     train_time=fit.wall_time if fit else 0.0, wall_time=time.perf_counter() - t0))
+                    run.add_results(rows[-1])
+                run.log(f"{name} {model_name} {steps}: held-out loss {loss:.4f}, "
+                        + ", ".join(f"{k}={v.dimension} ({v.estimate:.2f})" for k, v in ests.items()))
+                if model_name == "exact" or steps == max(p.steps):
+                    spectra[(name, model_name)] = _spectrum(score, x0[:8], sig_grid, gen(9))
+        if any(k[0] == name for k in spectra):
+            _spectrum_figure(run, plt, name, m, sig_grid, {k[1]: v for k, v in spectra.items() if k[0] == name})
 
     df = pd.DataFrame(rows)
     df["cell"] = [f"{d} ({e:.2f})" for d, e in zip(df["dimension"], df["estimate"])]
-    wide = df.pivot_table(index=["manifold", "d"], columns=["model", "method"], values="cell", aggfunc="first")
-    wide.columns = [f"{a}:{b}" if a != "-" else b for a, b in wide.columns]
-    wide = wide.reset_index()
-    wide["skdim mle / twonn"] = [" / ".join(str(v) for v in ID_ANCHORS[n]) for n in wide["manifold"]]
+    df["column"] = [f"{mo}@{st}:{me}" if mo not in ("-", "exact") else (f"exact:{me}" if mo == "exact" else me)
+                    for mo, st, me in zip(df["model"], df["steps"], df["method"])]
+    wide = df.pivot_table(index=["manifold", "d", "D"], columns="column", values="cell", aggfunc="first",
+                          sort=False).reset_index()
+    base_rows = df[df["model"] == "-"].set_index(["manifold", "method"])
+    wide["skdim mle / twonn (same points)"] = [
+        " / ".join(f"{base_rows.loc[(n, me), 'skdim']:.2f}" for me in ("mle", "twonn")) for n in wide["manifold"]]
     run.save_table(wide, "id_table")
-    run.save_text("cells: integer dimension (continuous estimate)\n\n" + markdown_table(wide), "table.md")
+    if p.models:
+        losses = df[df["model"] != "-"].drop_duplicates(["manifold", "model", "steps"])
+        run.save_table(losses[["manifold", "model", "steps", "heldout_dsm_loss", "train_loss", "rho", "train_time"]],
+                       "losses")
+    run.save_text("cells: integer dimension (continuous estimate); model@steps = training budget\n\n"
+                  + markdown_table(wide), "table.md")
+
+
+def _spectrum_figure(run: Run, plt, name: str, m, sigmas: torch.Tensor, spectra: dict) -> None:
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra), 3.6), squeeze=False)
+    for ax, (model_name, sv) in zip(axes[0], spectra.items()):
+        for j in range(sv.shape[1]):
+            normal = j < m.ambient_dim - m.dim
+            ax.loglog(sigmas, sv[:, j].clamp_min(1e-12), color="C3" if normal else "C0", lw=1,
+                      label=("normal" if normal else "tangent") if j in (0, m.ambient_dim - m.dim) else None)
+        ax.set_xlabel("sigma")
+        ax.set_title(f"{name} ({model_name})", fontsize=9)
+        ax.set_ylim(1e-6, 3)
+    axes[0, 0].set_ylabel("singular values of sigma^2 grad s")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    run.save_figure(fig, f"spectrum_{name}")

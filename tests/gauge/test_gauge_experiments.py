@@ -41,12 +41,49 @@ def test_toy_smoke(tmp_path):
     assert df.loc[1, "mean_abs_gauge_residual"] < 1e-10 < df.loc[2, "mean_abs_gauge_residual"]
 
 
+def _baselines(tmp_path, manifolds, tag):
+    _, params, run = _setup("id_manifolds.yaml", IDManifoldsParams, tmp_path / tag, manifolds=manifolds, models=[],
+                            n_data=300)
+    run_id_manifolds(params, run)
+    run.close()
+    return pd.read_csv(run.dir / "results.csv")
+
+
+def test_id_manifolds_rows_do_not_depend_on_the_other_manifolds(tmp_path):
+    # issue 16: manifolds were seeded by their position in the list, so one manifold run alone gave
+    # another answer (TwoNN 1.99 vs 2.11). Seeded by name, any subset reproduces its rows.
+    both = _baselines(tmp_path, ["linear5_R20", "sphere2_R10"], "both")
+    alone = _baselines(tmp_path, ["sphere2_R10"], "alone")
+    cols = ["method", "estimate", "dimension"]
+    pd.testing.assert_frame_equal(both[both["manifold"] == "sphere2_R10"][cols].reset_index(drop=True),
+                                  alone[cols].reset_index(drop=True))
+
+
+def test_id_manifolds_skdim_column_is_computed_on_the_run_points(tmp_path):
+    # issue 16: the column was copied from reference numbers computed on other samples
+    pytest.importorskip("skdim")
+    df = _baselines(tmp_path, ["clifford_torus_R4"], "skdim")
+    for method in ("mle", "twonn"):
+        row = df[df["method"] == method].iloc[0]
+        assert abs(row["skdim"] - row["estimate"]) < 1e-8 * row["estimate"], (method, row["skdim"], row["estimate"])
+
+
+def test_id_manifolds_params_reject_unknown_names():
+    with pytest.raises(ValueError, match="unknown manifolds"):
+        IDManifoldsParams(data_noise={"sphere9_R2": 0.1})
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        IDManifoldsParams(sigma_min=1.0, sigma_max=0.5)
+
+
 @pytest.mark.slow
 def test_id_manifolds_smoke(tmp_path):
-    _, params, run = _setup("id_manifolds.yaml", IDManifoldsParams, tmp_path, manifolds=["linear5_R20"], steps=3,
-                            n_data=200, n_points=2, flow_points=1, flow_steps=4, hidden=8)
+    _, params, run = _setup("id_manifolds.yaml", IDManifoldsParams, tmp_path, manifolds=["linear5_R20"], steps=[3, 5],
+                            n_data=200, n_points=2, flow_points=1, flow_steps=4, hidden=8, eval_points=20,
+                            spectrum_sigmas=3)
     run_id_manifolds(params, run)
     run.close()
     df = pd.read_csv(run.dir / "results.csv")
     assert set(df["model"]) == {"-", "exact", "energy", "free"}
-    assert (run.dir / "table.md").is_file()
+    assert set(df[df["model"] == "free"]["steps"]) == {3, 5}
+    assert (run.dir / "table.md").is_file() and (run.dir / "losses.csv").is_file()
+    assert (run.dir / "figures" / "spectrum_linear5_R20.png").is_file()
