@@ -58,6 +58,38 @@ def test_sac_weighting_off_equals_sb3():
     _assert_same_parameters(ours, plain)
 
 
+def _copy_sb3_ppo_weights(src, dst):
+    """Copy a plain SB3 PPO policy's weights into a one-member GGDActorCriticPolicy."""
+    s = src.state_dict()
+    layers = [m for m in dst.value_net.net if hasattr(m, "weight")]
+    with torch.no_grad():
+        for name, p in dst.state_dict().items():
+            if not name.startswith("value_net."):
+                p.copy_(s[name])
+        for pre, layer in zip(["mlp_extractor.value_net.0", "mlp_extractor.value_net.2", "value_net"], layers):
+            w, b = s[pre + ".weight"].T, s[pre + ".bias"]
+            layer.weight[0, :, : w.shape[1]].copy_(w)
+            layer.bias[0, 0, : b.shape[0]].copy_(b)
+
+
+def test_ppo_one_member_mse_is_sb3_ppo():
+    # the ensemble head, the hook and value_loss("mse") with K = 1 are SB3's PPO up to float rounding
+    plain = PPO("MlpPolicy", "CartPole-v1", seed=0, **PPO_SMALL)
+    ours = GGDPPO("MlpPolicy", "CartPole-v1", value_loss="mse", seed=0, policy_kwargs=dict(ensemble=1), **PPO_SMALL)
+    _copy_sb3_ppo_weights(plain.policy, ours.policy)
+    for model in (plain, ours):
+        torch.manual_seed(1)  # SB3 samples actions from the global torch RNG ...
+        np.random.seed(1)  # ... and shuffles minibatches with numpy's
+        model.learn(640)
+    sp, so = plain.policy.state_dict(), ours.policy.state_dict()
+    for name in sp:
+        if "value_net" not in name:
+            torch.testing.assert_close(so[name], sp[name], msg=name)
+    obs = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.policy.predict_values(obs), plain.policy.predict_values(obs))
+
+
 def test_ppo_loss_is_value_loss_on_the_ensemble():
     model = GGDPPO("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs=dict(ensemble=4), **PPO_SMALL)
     obs = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
