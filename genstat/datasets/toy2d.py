@@ -115,6 +115,23 @@ class GaussianMixture:
         within = torch.einsum("k,kij->ij", self.weights, self.covariances)
         return within + torch.einsum("k,ki,kj->ij", self.weights, dm, dm)
 
+    def noised(self, alpha: float = 1.0, noise_sd: float = 0.0) -> "GaussianMixture":
+        """The law of ``alpha X + noise_sd eps`` (``X`` this mixture, ``eps ~ N(0, I)``): again a mixture,
+        with means ``alpha m_k`` and covariances ``alpha^2 C_k + noise_sd^2 I`` (the marginal ``p_t`` of a VE
+        or VP diffusion started from this mixture).
+
+        Examples
+        --------
+        >>> import torch
+        >>> gm = GaussianMixture(torch.ones(1), torch.ones(1, 2), torch.ones(1))
+        >>> gm.noised(0.5, 2.0).covariance.diagonal().tolist()
+        [4.25, 4.25]
+        """
+        if not (math.isfinite(alpha) and math.isfinite(noise_sd)) or noise_sd < 0 or (alpha == 0 and noise_sd == 0):
+            raise ValueError(f"need finite alpha and noise_sd >= 0, not both 0, got alpha={alpha}, noise_sd={noise_sd}")
+        eye = torch.eye(self.dim, dtype=self.means.dtype, device=self.means.device)
+        return GaussianMixture(self.weights, alpha * self.means, alpha**2 * self.covariances + noise_sd**2 * eye)
+
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log w_k + log N(x; m_k, C_k)``, shape (n, K)."""
         if x.ndim != 2 or x.shape[1] != self.dim:

@@ -14,17 +14,20 @@ from .decompose import (
     linear_gauge_decomposition,
 )
 from .dimension import IDEstimate, id_flipd, id_flow_jacobian, id_mle, id_score_svd, id_twonn, spectral_gap
+from .flow import FlowResult, ProbabilityFlow
 from .models import EnergyScore, FreeScore, ScoreFitResult, fit_score
 from .sampling import langevin_sampler
 
 __all__ = [
     "EnergyScore",
+    "FlowResult",
     "FreeScore",
     "GaugeDecomposition",
     "IDEstimate",
     "LinearGaugeDecomposition",
     "MLPPotential",
     "NonconservativityResult",
+    "ProbabilityFlow",
     "QuadraticPotential",
     "ScoreFitResult",
     "decompose",

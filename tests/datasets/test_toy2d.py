@@ -118,3 +118,18 @@ def test_eight_gaussians_sampler_draws_from_the_mixture_exactly():
             x = toy.eight_gaussians(50, torch.Generator().manual_seed(4), **kw)
             y = eight_gaussians_mixture(**kw).sample(50, torch.Generator().manual_seed(4))
             assert torch.equal(x, y)
+
+
+def test_noised_mixture_is_the_law_of_alpha_x_plus_noise():
+    gm = GaussianMixture(torch.tensor([0.3, 0.7], dtype=torch.float64),
+                         torch.tensor([[-1.0, 2.0], [2.0, 0.0]], dtype=torch.float64),
+                         torch.tensor([[0.5, 0.2], [0.1, 1.0]], dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    y = 0.6 * gm.sample(n, g) + 0.8 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    q = gm.noised(0.6, 0.8)
+    # moments within 5 standard errors
+    assert float(((y.mean(0) - q.mean) / (y.std(0) / n**0.5)).abs().max()) < 5
+    torch.testing.assert_close(q.covariance, 0.36 * gm.covariance + 0.64 * torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="noise_sd >= 0"):
+        gm.noised(1.0, -0.1)
