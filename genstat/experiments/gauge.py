@@ -323,3 +323,102 @@ def _spectrum_figure(run: Run, plt, name: str, m, sigmas: torch.Tensor, spectra:
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     run.save_figure(fig, f"spectrum_{name}")
+
+
+class GaugeFlowParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    schedules: list[Literal["ve", "vp"]] = Field(["ve", "vp"], min_length=1, max_length=2)
+    n_points: int = Field(256, ge=2, le=MAX_BATCH, description="test points of the log-likelihood")
+    ode_steps: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] = Field([25, 50, 100, 200], min_length=1,
+                                                                        max_length=MAX_LIST)
+    n_samples: int = Field(20000, ge=10, le=MAX_BATCH, description="reverse-SDE samples")
+    sde_steps: int = Field(500, ge=1, le=MAX_STEPS)
+    rotation: float = Field(1.0, ge=-MAX_SCALE, le=MAX_SCALE, description="strength of the added fields")
+
+
+def _flow_target():
+    # three anisotropic unequal components in 2-D: far from Gaussian, no symmetry making W x a gauge term
+    from genstat.datasets import GaussianMixture
+
+    D64 = torch.float64
+    covs = torch.tensor([[[0.3, 0.1], [0.1, 0.1]], [[0.1, 0.0], [0.0, 0.5]], [[0.2, -0.05], [-0.05, 0.15]]], dtype=D64)
+    return GaussianMixture(torch.tensor([0.5, 0.3, 0.2], dtype=D64),
+                           torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]], dtype=D64), covs)
+
+
+@experiment("gauge.flow", GaugeFlowParams,
+            help="probability-flow log-likelihood and reverse-SDE sampling of a 2-D mixture (VE, VP) with the exact "
+                 "score, score + gauge term W grad log p_t, score + rotation W x")
+def run_flow(p: GaugeFlowParams, run: Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genstat.gauge import ProbabilityFlow
+
+    W = p.rotation * torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+    p0 = _flow_target()
+    times = {"ve": (0.01, 20.0), "vp": (1e-3, 1.0)}
+    fig, axes = plt.subplots(len(p.schedules), 4, figsize=(15, 3.8 * len(p.schedules)), squeeze=False)
+    for row, kind in enumerate(p.schedules):
+        t0, t1 = times[kind]
+        base = ProbabilityFlow(lambda x, t: x, kind)
+        pt = lambda t: p0.noised(base.alpha(t), base.noise_sd(t))  # noqa: E731
+        exact = lambda x, t: pt(t).score(x)  # noqa: E731
+        fields = {  # noqa: E731 (lambdas closing over the schedule)
+            "exact score": exact,
+            "score + gauge term W grad log p_t": lambda x, t: exact(x, t) + exact(x, t) @ W.T,
+            # scaled like the score so the ODE stays non-stiff at large VE noise
+            "score + rotation W x / var_t": lambda x, t: exact(x, t) + x @ W.T / (base.alpha(t) ** 2 + base.noise_sd(t) ** 2),
+        }
+        x_test = pt(t0).sample(p.n_points, run.generator(1 + row))
+        x_top = pt(t1).sample(p.n_samples, run.generator(11 + row))
+        target = pt(t0)
+        truth_ll = target.log_prob(x_test)
+        axes[row, 0].scatter(*target.sample(4000, run.generator(21 + row)).T, s=1, alpha=0.3, color="k")
+        axes[row, 0].set_title(f"{kind}: exact p at t0 = {t0:g}", fontsize=9)
+        for col, (name, score) in enumerate(fields.items(), start=1):
+            flow = ProbabilityFlow(score, kind)
+            for n_steps in p.ode_steps:
+                t_start = time.perf_counter()
+                res = flow.log_likelihood_path(x_test, t0, t1, n_steps=n_steps)
+                err = pt(t1).log_prob(res.x) + res.delta_log_prob - truth_ll
+                run.add_results(dict(schedule=kind, field=name, part="ode_log_likelihood", steps=n_steps,
+                                     mean_error=float(err.mean()), mean_abs_error=float(err.abs().mean()),
+                                     max_abs_error=float(err.abs().max()),
+                                     stderr=float(err.std() / math.sqrt(len(err))),
+                                     wall_time=time.perf_counter() - t_start))
+            t_start = time.perf_counter()
+            xs = flow.sample_sde(x_top, t1, t0, n_steps=p.sde_steps, generator=run.generator(31 + row))
+            stats = torch.stack([xs[:, 0], xs[:, 1], xs[:, 0] ** 2, xs[:, 0] * xs[:, 1], xs[:, 1] ** 2], 1)
+            m, C = target.mean, target.covariance + torch.outer(target.mean, target.mean)
+            z = (stats.mean(0) - torch.stack([m[0], m[1], C[0, 0], C[0, 1], C[1, 1]])) / (
+                stats.std(0) / math.sqrt(p.n_samples))
+            run.add_results(dict(schedule=kind, field=name, part="sde_moments", steps=p.sde_steps,
+                                 max_abs_z=float(z.abs().max()), mean_log_prob_of_samples=float(target.log_prob(xs).mean()),
+                                 exact_mean_log_prob=float(target.log_prob(target.sample(p.n_samples, run.generator(41))).mean()),
+                                 wall_time=time.perf_counter() - t_start))
+            run.log(f"{kind} {name}: ODE max |log-lik error| {float(err.abs().max()):.2e} at {p.ode_steps[-1]} steps; "
+                    f"SDE moments max |z| {float(z.abs().max()):.1f}")
+            ax = axes[row, col]
+            ax.scatter(*xs[:4000].T, s=1, alpha=0.3, color=f"C{col - 1}")
+            ax.set_title(f"{kind}: {name}\nreverse SDE ({p.sde_steps} steps), max |z| of 5 moments "
+                         f"{float(z.abs().max()):.1f}\nODE max |log-lik err| {float(err.abs().max()):.1e}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xlim(-4, 4)
+            ax.set_ylim(-4, 3.5)
+            ax.set_aspect("equal")
+    fig.tight_layout()
+    run.save_figure(fig, "flow_samples")
+    import pandas as pd
+
+    df = pd.DataFrame(run.results)
+    ode = df[df["part"] == "ode_log_likelihood"].pivot_table(index=["schedule", "field"], columns="steps",
+                                                              values="max_abs_error", sort=False)
+    ode.columns = [f"ODE max abs log-lik error, {c} RK4 steps" for c in ode.columns]
+    sde = df[df["part"] == "sde_moments"].set_index(["schedule", "field"])[["max_abs_z"]].rename(
+        columns={"max_abs_z": f"SDE: max abs z of 5 moments ({p.sde_steps} steps)"})
+    table = ode.join(sde).reset_index()
+    run.save_table(table, "flow_table")
+    run.save_text(markdown_table(table), "table.md")

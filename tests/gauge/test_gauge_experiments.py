@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from genstat.experiments.config import ExperimentConfig
-from genstat.experiments.gauge import GaugeToyParams, IDManifoldsParams, run_id_manifolds, run_toy
+from genstat.experiments.gauge import (GaugeFlowParams, GaugeToyParams, IDManifoldsParams, run_flow, run_id_manifolds,
+                                      run_toy)
 from genstat.experiments.runner import Run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +24,11 @@ def _setup(name, params_cls, tmp_path, **over):
     return cfg, params, Run(tmp_path / "run", cfg, quiet=True)
 
 
-@pytest.mark.parametrize("name,cls", [("gauge_toy.yaml", GaugeToyParams), ("id_manifolds.yaml", IDManifoldsParams)])
+@pytest.mark.parametrize("name,cls", [("gauge_toy.yaml", GaugeToyParams), ("id_manifolds.yaml", IDManifoldsParams),
+                                      ("gauge_flow.yaml", GaugeFlowParams)])
 def test_yaml_files_validate(name, cls):
     raw = yaml.safe_load((ROOT / "experiments" / name).read_text())
-    assert raw["kind"] in ("gauge.toy", "gauge.id_manifolds")
+    assert raw["kind"] in ("gauge.toy", "gauge.id_manifolds", "gauge.flow")
     cls(**raw["params"])
 
 
@@ -87,3 +89,15 @@ def test_id_manifolds_smoke(tmp_path):
     assert set(df[df["model"] == "free"]["steps"]) == {3, 5}
     assert (run.dir / "table.md").is_file() and (run.dir / "losses.csv").is_file()
     assert (run.dir / "figures" / "spectrum_linear5_R20.png").is_file()
+
+
+def test_flow_smoke(tmp_path):
+    _, params, run = _setup("gauge_flow.yaml", GaugeFlowParams, tmp_path, schedules=["vp"], n_points=4,
+                            ode_steps=[30], n_samples=200, sde_steps=20)
+    run_flow(params, run)
+    run.close()
+    df = pd.read_csv(run.dir / "results.csv")
+    ode = df[df["part"] == "ode_log_likelihood"].set_index("field")["max_abs_error"]
+    assert ode["exact score"] < 1e-2 and ode["score + gauge term W grad log p_t"] < 1e-2
+    assert ode["score + rotation W x / var_t"] > 0.5
+    assert (run.dir / "figures" / "flow_samples.png").is_file() and (run.dir / "table.md").is_file()
