@@ -71,8 +71,12 @@ def ggd_nll(delta: torch.Tensor, beta: torch.Tensor | float, scale: torch.Tensor
     _positive("scale", scale)
     beta = torch.as_tensor(beta, dtype=delta.dtype, device=delta.device)
     scale = torch.as_tensor(scale, dtype=delta.dtype, device=delta.device)
-    return ((delta.abs() / scale).pow(beta) - torch.log(beta) + torch.log(2 * scale)
-            + torch.lgamma(1 / beta))
+    # |u|^beta with u = 0 masked: pow's gradient beta |u|^(beta-1) sign(u) is inf * 0 = NaN there for beta < 1
+    # (exact-zero TD errors happen, e.g. terminal steps with zero reward); 0 is a subgradient of the cusp.
+    u = delta.abs() / scale
+    nonzero = u > 0
+    power = torch.where(nonzero, torch.where(nonzero, u, torch.ones_like(u)).pow(beta), torch.zeros_like(u))
+    return power - torch.log(beta) + torch.log(2 * scale) + torch.lgamma(1 / beta)
 
 
 def gaussian_nll(delta: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

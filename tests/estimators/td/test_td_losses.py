@@ -26,6 +26,21 @@ def _released_code_nll(delta, beta):
     return delta.abs() * beta - math.log(beta) + math.log(2.0) + math.lgamma(1 / beta)
 
 
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_ggd_nll_gradient_is_finite_at_an_exact_zero_td_error(beta):
+    # found by the SB3 integration: for beta < 1 the gradient at delta = 0 was NaN (inf * 0), which stopped
+    # training on CartPole at step 12,288 and spreads through shared gradient clipping to every parameter
+    d = torch.tensor([0.0, 0.3, -0.2], dtype=F64, requires_grad=True)
+    b = torch.tensor(beta, dtype=F64, requires_grad=True)
+    s = torch.tensor(1.5, dtype=F64, requires_grad=True)
+    ggd_nll(d, b, s).sum().backward()
+    assert bool(torch.isfinite(d.grad).all() and torch.isfinite(b.grad) and torch.isfinite(s.grad))
+    assert float(d.grad[0]) == 0.0
+    # away from 0 the gradient is the analytic one: beta |d|^(beta-1) sign(d) / s^beta
+    ref = beta * (0.3 / 1.5) ** (beta - 1) / 1.5
+    assert abs(float(d.grad[1]) - ref) < 1e-12
+
+
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 4.0])
 def test_minimising_ggd_nll_recovers_beta_and_released_form_does_not(beta):
     n = 200_000
