@@ -16,7 +16,7 @@ from torch import Tensor
 
 from genstat.mc import block_generator, estimate
 
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, _check_generator
 from .model import LightSB, _check_epsilon
 from .oracle import _random_spd
 
@@ -48,8 +48,10 @@ class EOTBenchmark:
 
     Examples
     --------
+    >>> from genstat.mc import block_generator
     >>> bm = EOTBenchmark(2, 0.1, seed=0)
-    >>> bm.sample_source(5).shape, bm.sample_target(5).shape
+    >>> g = block_generator(0, 0)
+    >>> bm.sample_source(5, g).shape, bm.sample_target(5, g).shape
     (torch.Size([5, 2]), torch.Size([5, 2]))
     """
 
@@ -87,6 +89,8 @@ class EOTBenchmark:
     def _check_x(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(getattr(x, 'shape', ()))}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite (found NaN or inf)")
         return x.to(torch.float64)
 
     def conditional(self, x: Tensor) -> GaussianMixture:
@@ -115,28 +119,25 @@ class EOTBenchmark:
         return model.set_parameters(log_alpha=log_alpha, r=self._plan_shift, S=self.plan_covariances / self.epsilon)
 
     # ------------------------------------------------------------------ samplers
-    def sample_source(self, n: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> Tensor:
+    def sample_source(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
         """``n`` samples of ``P0`` (a sampler ``(n, generator, device)`` usable by genstat.mc).
 
-        Without ``generator`` a fixed one seeded from the benchmark's seed is used (same draws each call).
+        ``generator`` is required (the global RNG is never used): successive calls with one generator
+        give fresh draws, a generator seeded alike gives the same ones.
         """
-        if generator is None:
-            generator = block_generator(self.seed, 0, stream=1)
+        _check_generator(generator)
         p0 = GaussianMixture(self.input_weights.log().unsqueeze(0), self.input_means.unsqueeze(0),
                              self.input_covariances)
         return p0.sample(n, generator=generator)[0].to(dtype=self.dtype, device=device)
 
-    def sample_target(self, n: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> Tensor:
+    def sample_target(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
         """``n`` samples of ``P1`` (``x ~ P0``, then ``y ~ pi*(. | x)``)."""
         return self.sample_pairs(n, generator, device)[1]
 
-    def sample_pairs(self, n: int, generator: torch.Generator | None = None,
+    def sample_pairs(self, n: int, generator: torch.Generator,
                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-        """``n`` pairs ``(x, y) ~ pi*``."""
-        if generator is None:
-            generator = block_generator(self.seed, 0, stream=2)
+        """``n`` pairs ``(x, y) ~ pi*`` drawn with ``generator`` (required)."""
+        _check_generator(generator)
         x = self.sample_source(n, generator).to(torch.float64)
         # chunks bound the (chunk, K, d) intermediates at large n and d
         y = torch.cat([self.conditional(c).sample(1, generator=generator)[:, 0] for c in torch.split(x, 16384)])

@@ -70,7 +70,9 @@ def cbw2_uvp(model: _Plan, benchmark, n_test: int = 1000, *, x_test: Tensor | No
     model : object with ``conditional(x) -> GaussianMixture``
         E.g. a :class:`~genstat.lightsb.LightSB`.
     benchmark : GaussianEOT or EOTBenchmark
-        Needs ``conditional(x)``, ``sample_source(n, generator)`` and ``target_variance``.
+        Needs ``conditional(x)``, ``sample_source(n, generator)`` and ``target_variance``. When both
+        have an ``epsilon`` they must agree (relative difference <= 1e-12): the plans of two
+        different EOT problems are not comparable.
     n_test : int
         Test points ``x ~ P0`` (drawn with a generator seeded from ``seed``), unless ``x_test`` given.
     x_test : Tensor, shape (n, d), optional
@@ -92,6 +94,10 @@ def cbw2_uvp(model: _Plan, benchmark, n_test: int = 1000, *, x_test: Tensor | No
     >>> cbw2_uvp(e.as_lightsb(), e, n_test=100).estimate < 1e-8
     True
     """
+    m_eps, b_eps = getattr(model, "epsilon", None), getattr(benchmark, "epsilon", None)
+    if m_eps is not None and b_eps is not None and not math.isclose(m_eps, b_eps, rel_tol=1e-12):
+        raise ValueError(f"model.epsilon={m_eps!r} differs from benchmark.epsilon={b_eps!r}: cBW2-UVP compares "
+                         "the plans of one EOT problem")
     if x_test is None:
         if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 2:
             raise ValueError(f"n_test must be an int >= 2, got {n_test!r}")

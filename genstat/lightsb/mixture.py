@@ -9,6 +9,12 @@ from torch import Tensor
 __all__ = ["GaussianMixture"]
 
 
+def _check_generator(generator: torch.Generator) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (the global RNG is never used), "
+                        f"got {type(generator).__name__}")
+
+
 class GaussianMixture:
     """A batch of ``n`` Gaussian mixtures with ``K`` components in ``R^d``.
 
@@ -113,8 +119,7 @@ class GaussianMixture:
         """
         if not isinstance(n_per_x, int) or n_per_x < 1:
             raise ValueError(f"n_per_x must be a positive int, got {n_per_x!r}")
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        _check_generator(generator)
         n, k, d = self.means.shape
         idx = torch.multinomial(self.weights, n_per_x, replacement=True, generator=generator)  # (n, m)
         z = torch.randn(n, n_per_x, d, generator=generator, dtype=self.means.dtype, device=self.means.device)

@@ -11,7 +11,7 @@ from genstat.metrics.gaussian import sqrtm_psd
 
 from genstat.mc import block_generator
 
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, _check_generator
 from .model import LightSB, _check_epsilon
 
 __all__ = ["GaussianEOT", "gaussian_eot", "random_gaussian_eot"]
@@ -60,6 +60,8 @@ class GaussianEOT:
         """``pi*(. | x)`` as a one-component :class:`GaussianMixture`."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite (found NaN or inf)")
         n = x.shape[0]
         return GaussianMixture(x.new_zeros(n, 1), self.conditional_mean(x).unsqueeze(1),
                                self.conditional_covariance.unsqueeze(0))
@@ -78,17 +80,15 @@ class GaussianEOT:
                + self.epsilon * t * (1 - t) * eye)
         return mean, 0.5 * (cov + cov.T)
 
-    def sample_source(self, n: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> Tensor:
-        """``n`` samples of ``P0 = N(a, A)``."""
-        generator = generator if generator is not None else block_generator(0, 0, self.a.device, stream=1)
+    def sample_source(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
+        """``n`` samples of ``P0 = N(a, A)`` drawn with ``generator`` (required: the global RNG is never used)."""
+        _check_generator(generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.a.dtype, device=self.a.device)
         return (self.a + z @ torch.linalg.cholesky(self.A).T).to(device=device)
 
-    def sample_target(self, n: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> Tensor:
-        """``n`` samples of ``P1 = N(b, B)``."""
-        generator = generator if generator is not None else block_generator(0, 0, self.b.device, stream=2)
+    def sample_target(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
+        """``n`` samples of ``P1 = N(b, B)`` drawn with ``generator`` (required)."""
+        _check_generator(generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.b.dtype, device=self.b.device)
         return (self.b + z @ torch.linalg.cholesky(self.B).T).to(device=device)
 

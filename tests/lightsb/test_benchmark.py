@@ -77,6 +77,42 @@ def test_perturbed_model_has_positive_metric_and_frame():
     assert fixed.n_samples == 50
 
 
+def test_cbw2_uvp_refuses_a_model_of_another_epsilon():
+    # the plans of two EOT problems are not comparable (the mismatch used to return 23 %)
+    bm = EOTBenchmark(2, 1.0, seed=0)
+    with pytest.raises(ValueError, match=r"model.epsilon=0.5 differs from benchmark.epsilon=1.0"):
+        cbw2_uvp(EOTBenchmark(2, 0.5, seed=0).as_lightsb(), bm, n_test=50)
+    e = random_gaussian_eot(2, 1.0, seed=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        cbw2_uvp(random_gaussian_eot(2, 0.1, seed=0).as_lightsb(), e, n_test=50)
+    g = block_generator(0, 0)
+    with pytest.raises(ValueError, match="epsilon"):
+        cbw2_uvp(SinkhornPlan(bm.sample_source(20, g), bm.sample_target(20, g), 0.3), bm, n_test=50)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_exact_conditionals_reject_non_finite_x(bad):
+    for pair in (EOTBenchmark(2, 1.0), random_gaussian_eot(2, 1.0)):
+        with pytest.raises(ValueError, match="x must be finite"):
+            pair.conditional(torch.tensor([[bad, 0.0]], dtype=torch.float64))
+
+
+def test_samplers_need_a_generator_and_do_not_repeat():
+    # sample_source(n) used to return the same draws on every call; the global RNG is never used instead
+    for pair in (EOTBenchmark(2, 1.0, seed=0), random_gaussian_eot(2, 1.0, seed=0)):
+        for draw in (pair.sample_source, pair.sample_target):
+            with pytest.raises(TypeError, match="generator"):
+                draw(5)
+            with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+                draw(5, None)
+            g = block_generator(0, 0)
+            first, second = draw(5, g), draw(5, g)
+            assert not torch.allclose(first, second)
+            torch.testing.assert_close(draw(5, block_generator(0, 0)), first)
+    with pytest.raises(TypeError, match="generator"):
+        EOTBenchmark(2, 1.0).sample_pairs(5, None)
+
+
 def test_fit_diagonal_reference_style_on_benchmark_small():
     bm = EOTBenchmark(2, 1.0, seed=0)
     m = LightSB(2, 10, 1.0, covariance="diagonal", dtype=torch.float64)
