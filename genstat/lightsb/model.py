@@ -50,6 +50,12 @@ class LightSB(nn.Module):
     dtype, device : optional
         Of the parameters (float64 recommended for tight accuracy).
 
+    Notes
+    -----
+    ``epsilon`` is part of the ``state_dict`` (the float64 buffer ``_epsilon``): the parameters
+    define a plan only together with ``eps``, so :meth:`load_state_dict` refuses a state saved
+    with another ``epsilon`` (``ValueError``) instead of silently changing the plan.
+
     References
     ----------
     A. Korotin, N. Gushchin, E. Burnaev, "Light Schroedinger Bridge", ICLR 2024, eqs. (9)-(14).
@@ -75,7 +81,7 @@ class LightSB(nn.Module):
         if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"init_scale must be positive, got {init_scale!r}")
         self.dim, self.n_potentials = dim, n_potentials
-        self.epsilon = _check_epsilon(epsilon)
+        self._eps = _check_epsilon(epsilon)  # the float every formula reads (no device sync)
         self.covariance = covariance
         self.init_scale = float(init_scale)
         kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
@@ -86,6 +92,27 @@ class LightSB(nn.Module):
             # strictly lower triangle of the Cholesky factor; the diagonal is exp(log_s / 2)
             self.lower = nn.Parameter(torch.zeros(n_potentials, dim, dim, **kw))
         self.register_buffer("_initialized", torch.tensor(False), persistent=True)
+        self.register_buffer("_epsilon", torch.tensor(self._eps, dtype=torch.float64, device=device))
+
+    @property
+    def epsilon(self) -> float:
+        """Entropic regularisation ``eps`` (fixed at construction, saved in the ``state_dict``)."""
+        return self._eps
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        saved = state_dict.get(prefix + "_epsilon")
+        if isinstance(saved, Tensor) and saved.numel() == 1:
+            value = float(saved)
+            # a model cast with .to(float32) saves eps rounded to float32: allow a few of its ulps
+            tol = 4 * torch.finfo(saved.dtype).eps if saved.is_floating_point() else 0.0
+            if not math.isclose(value, self._eps, rel_tol=tol, abs_tol=0.0):
+                raise ValueError(f"state_dict was saved with epsilon={value!r} but this LightSB has "
+                                 f"epsilon={self._eps!r}; build LightSB(..., epsilon={value!r}) to load it")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        with torch.no_grad():
+            self._epsilon.fill_(self._eps)  # keep the exact float, not its float32 rounding
 
     # ------------------------------------------------------------------ parameters
     def scale_tril(self) -> Tensor:

@@ -216,6 +216,25 @@ def test_bad_inputs():
         m.set_parameters(S=-torch.eye(2).unsqueeze(0))
 
 
+def test_epsilon_is_in_the_state_dict_and_checked_on_load():
+    m = random_model(3, 2, 0.7)
+    sd = m.state_dict()
+    assert float(sd["_epsilon"]) == 0.7
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    same = LightSB(3, 2, 0.7, dtype=torch.float64)
+    same.load_state_dict(sd)
+    torch.testing.assert_close(same.conditional(x).mean(), m.conditional(x).mean())
+    # another eps would silently give another plan from the same parameters: refused, naming both
+    with pytest.raises(ValueError, match=r"saved with epsilon=0\.7 but this LightSB has epsilon=0\.5"):
+        LightSB(3, 2, 0.5, dtype=torch.float64).load_state_dict(sd)
+    # a float32 copy saves eps rounded to float32 (0.699999988) and still loads where eps = 0.7
+    sd32 = random_model(3, 2, 0.7).float().state_dict()
+    assert sd32["_epsilon"].dtype == torch.float32
+    loaded = LightSB(3, 2, 0.7, dtype=torch.float64)
+    loaded.load_state_dict(sd32)
+    assert loaded.epsilon == 0.7 and float(loaded.state_dict()["_epsilon"]) == 0.7
+
+
 def test_sampling_needs_a_generator():
     m = LightSB(2, 1, 1.0)
     x = torch.zeros(3, 2)
