@@ -8,15 +8,13 @@ The adjusted potential is ``v(y) = sum_k alpha_k N(y | r_k, eps S_k)``; the plan
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
-from genstat.mc import block_generator, sample_distribution
-
-from ._training import FitResult, _Adam
+from . import _training
+from ._training import FitResult
 from .mixture import GaussianMixture
 
 __all__ = ["LightSB", "FitResult"]
@@ -179,6 +177,12 @@ class LightSB(nn.Module):
         ``eps`` (``S -> I, r -> 0`` as ``eps -> 0``; ``S -> tau^2 / eps, r -> c`` as ``eps -> inf``).
         """
         y = self._as_batch(target_samples, "target_samples")
+        self._init_from(y, self._eps, generator=generator, method=method, spread=spread)
+
+    @torch.no_grad()
+    def _init_from(self, y: Tensor, eps: float, *, generator: torch.Generator | None, method: str,
+                   spread: float) -> None:
+        """:meth:`init_from` for the problem with regularisation ``eps`` (``fit`` calls it in standardised units)."""
         if y.shape[0] < max(self.n_potentials, 2):
             raise ValueError(f"target_samples needs at least max(n_potentials, 2)={max(self.n_potentials, 2)} "
                              f"rows, got {y.shape[0]}")
@@ -200,11 +204,11 @@ class LightSB(nn.Module):
             self.log_s.fill_(math.log(self.init_scale))
         else:
             tau2 = spread * float(y.var(0).mean()) if self.n_potentials > 1 else float(y.var(0).mean())
-            tau2 = max(tau2, 1e-6 * self.epsilon)  # degenerate (constant) targets stay finite
-            shrink = self.epsilon / (tau2 + self.epsilon)
+            tau2 = max(tau2, 1e-6 * eps)  # degenerate (constant) targets stay finite
+            shrink = eps / (tau2 + eps)
             self.r.copy_(shrink * centres)
-            self.log_alpha.copy_(-(centres**2).sum(1) / (2 * (tau2 + self.epsilon)))
-            self.log_s.fill_(math.log(tau2 / (tau2 + self.epsilon)))
+            self.log_alpha.copy_(-(centres**2).sum(1) / (2 * (tau2 + eps)))
+            self.log_s.fill_(math.log(tau2 / (tau2 + eps)))
         if self.covariance == "full":
             self.lower.zero_()
         self._initialized.fill_(True)
@@ -219,20 +223,26 @@ class LightSB(nn.Module):
         return x.to(dtype=self.r.dtype, device=self.r.device)
 
     # ------------------------------------------------------------------ plan
-    def _log_weights(self, x: Tensor, tril: Tensor) -> Tensor:
+    def _log_weights(self, x: Tensor, tril: Tensor, eps: float) -> Tensor:
         """``log alpha_k + (x^T S_k x + 2 r_k^T x) / (2 eps)``, shape (n, K)."""
         if self.covariance == "diagonal":
             quad = (x * x) @ self.log_s.exp().T
         else:
             quad = (torch.matmul(x.unsqueeze(0), tril) ** 2).sum(-1).T  # |L_k^T x|^2, (n, K)
-        return self.log_alpha + (quad + 2 * x @ self.r.T) / (2 * self.epsilon)
+        return self.log_alpha + (quad + 2 * x @ self.r.T) / (2 * eps)
 
     def log_c(self, x: Tensor) -> Tensor:
         """``log c(x) = log int exp(x^T y / eps) v(y) dy``, shape (n,)."""
-        return torch.logsumexp(self._log_weights(x, self.scale_tril()), dim=1)
+        return self._log_c(x, self._eps)
+
+    def _log_c(self, x: Tensor, eps: float) -> Tensor:
+        return torch.logsumexp(self._log_weights(x, self.scale_tril(), eps), dim=1)
 
     def log_v(self, y: Tensor) -> Tensor:
         """Log adjusted potential ``log sum_k alpha_k N(y | r_k, eps S_k)``, shape (n,)."""
+        return self._log_v(y, self._eps)
+
+    def _log_v(self, y: Tensor, eps: float) -> Tensor:
         if self.covariance == "diagonal":
             diff = y.unsqueeze(0) - self.r.unsqueeze(1)  # (K, n, d)
             maha = (diff**2 / self.log_s.exp().unsqueeze(1)).sum(-1)
@@ -243,13 +253,16 @@ class LightSB(nn.Module):
             inv_t = torch.linalg.solve_triangular(tril, eye, upper=False).mT  # L_k^{-T}
             sol = torch.matmul(y.unsqueeze(0), inv_t) - torch.matmul(self.r.unsqueeze(1), inv_t)
             maha = (sol**2).sum(-1)
-        comp = -0.5 * maha / self.epsilon - 0.5 * self._logdet_S().unsqueeze(1)
-        const = -0.5 * self.dim * math.log(2 * math.pi * self.epsilon)
+        comp = -0.5 * maha / eps - 0.5 * self._logdet_S().unsqueeze(1)
+        const = -0.5 * self.dim * math.log(2 * math.pi * eps)
         return torch.logsumexp(self.log_alpha.unsqueeze(1) + comp, dim=0) + const
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         """LightSB objective ``E log c(x) - E log v(y)`` (``KL(pi*||pi_theta)`` + const), eq. (13)."""
-        return self.log_c(x).mean() - self.log_v(y).mean()
+        return self._loss(x, y, self._eps)
+
+    def _loss(self, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        return self._log_c(x, eps).mean() - self._log_v(y, eps).mean()
 
     def conditional(self, x: Tensor) -> GaussianMixture:
         """The plan ``pi(. | x)`` as a :class:`GaussianMixture` (n mixtures of K components).
@@ -267,7 +280,7 @@ class LightSB(nn.Module):
         tril = self.scale_tril()
         S = tril @ tril.mT
         means = self.r.unsqueeze(0) + torch.einsum("kij,nj->nki", S, x)
-        return GaussianMixture(self._log_weights(x, tril), means, self.epsilon * S)
+        return GaussianMixture(self._log_weights(x, tril, self._eps), means, self._eps * S)
 
     def sample(self, x: Tensor, n_per_x: int = 1, *, generator: torch.Generator) -> Tensor:
         """Draw ``y ~ pi(. | x)`` with ``generator``; shape (n, n_per_x, d)."""
@@ -376,9 +389,18 @@ class LightSB(nn.Module):
 
     # ------------------------------------------------------------------ training
     def fit(self, source: Source, target: Source, *, steps: int = 2000, batch_size: int | None = None,
-            lr: float | None = None, min_lr_ratio: float = 1e-2, warmup: float = 0.05, generator: torch.Generator | None = None,
-            progress: bool = False) -> FitResult:
-        """Minimise the LightSB loss with Adam and a cosine learning-rate schedule.
+            lr: float | None = None, min_lr_ratio: float = 1e-2, warmup: float = 0.05,
+            generator: torch.Generator | None = None, progress: bool = False) -> FitResult:
+        """Minimise the LightSB loss with Adam and a cosine learning-rate schedule, in standardised units.
+
+        Training is scale-free: with ``s_x = sqrt(mean_j Var(x_j))`` and ``s_y`` likewise (from the
+        whole tensor, or a sampler's first batch) the model is trained on ``(X / s_x, Y / s_y)`` with
+        ``eps / (s_x s_y)``, and its parameters are written back in the data's units at the end (also
+        when training raises). This is exact: entropic OT with cost ``|x - y|^2 / 2`` is equivariant
+        under ``X -> a X, Y -> b Y, eps -> a b eps``, the plan mapping as ``S -> (b / a) S``,
+        ``r -> b r``, ``alpha`` unchanged. So ``lr`` acts on dimensionless parameters and the pair
+        ``(c X, c Y, c^2 eps)`` trains to the same relative error for every ``c``. An uninitialised
+        model is initialised by :meth:`init_from` (``method="potential"``) in the standardised units.
 
         Parameters
         ----------
@@ -389,13 +411,13 @@ class LightSB(nn.Module):
         batch_size : int, optional
             Default: full batch for tensors, 4096 for samplers.
         lr : float, optional
-            Peak Adam learning rate, reached after a linear warm-up over the first ``warmup``
-            fraction of the steps, then a cosine decay to ``lr * min_lr_ratio``. Default
-            ``3e-2 * min(1, 4 eps / sqrt(d))`` for ``K > 1``: the mixture log-weights
-            ``x^T S_k x / (2 eps)`` move by ``O(lr sqrt(d) / eps)`` per Adam step, so small ``eps`` and
-            large ``d`` need proportionally smaller steps (a fixed ``3e-2`` leaves the optimum at
-            ``d = 16, eps = 0.1`` and stalls at 1.3 % for ``d = 128, eps = 1``); ``1e-1`` for
-            ``K = 1``, where the weights play no role.
+            Peak Adam learning rate (``torch.optim.Adam``, on the standardised parameters), reached
+            after a linear warm-up over the first ``warmup`` fraction of the steps, then a cosine
+            decay to ``lr * min_lr_ratio``. Default ``3e-2 * min(1, 4 eps_s / sqrt(d))`` for ``K > 1``
+            with the standardised ``eps_s = eps / (s_x s_y)``: the mixture log-weights
+            ``x^T S_k x / (2 eps)`` move by ``O(lr sqrt(d) / eps_s)`` per Adam step, so small ``eps``
+            and large ``d`` need proportionally smaller steps; ``1e-1`` for ``K = 1``, where the
+            weights play no role.
         min_lr_ratio : float
         warmup : float
             Fraction of steps of linear warm-up, in [0, 1).
@@ -407,75 +429,26 @@ class LightSB(nn.Module):
         Returns
         -------
         FitResult
+            The loss per step in the data's units, and ``s_x, s_y``.
+
+        Raises
+        ------
+        ValueError
+            A sampler returned a non-finite batch; the message names the sampler and the step.
+        FloatingPointError
+            The loss (or a parameter) became non-finite on finite batches: training diverged.
+
+        Warns
+        -----
+        RuntimeWarning
+            The loss is diverging while finite: a check window's mean loss rose above the best earlier
+            window mean by more than both the descent from the first window and ``d`` nats.
+
+        Notes
+        -----
+        The loss history stays on the device and is copied to the host every 50 steps (one sync,
+        none per step on CUDA) for the checks above: a failure is reported at most 50 steps late,
+        and the parameters are then restored to those of the last check that passed.
         """
-        for name, v in (("steps", steps),):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        if lr is None:
-            lr = 3e-2 * min(1.0, 4 * self.epsilon / math.sqrt(self.dim)) if self.n_potentials > 1 else 1e-1
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        if not 0 <= min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
-        if not 0 <= warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1), got {warmup!r}")
-        n_warm = int(warmup * steps)
-        dev = self.r.device
-        gen = generator if generator is not None else block_generator(0, 0, dev)
-        draw_x, bx = self._batcher(source, "source", batch_size, gen)
-        draw_y, by = self._batcher(target, "target", batch_size, gen)
-        if not bool(self._initialized):
-            self.init_from(draw_y(max(by, self.n_potentials)), generator=gen)
-        params = [q for q in self.parameters() if q.requires_grad]
-        opt = _Adam(params)
-        losses = torch.empty(steps, dtype=torch.float64)
-        lrs = torch.empty(steps, dtype=torch.float64)
-        start = time.perf_counter()
-        it = range(steps)
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(it, desc="LightSB", leave=False)
-        for s in it:
-            if s < n_warm:
-                cur = lr * (s + 1) / n_warm
-            else:
-                frac = (s - n_warm) / max(steps - n_warm, 1)
-                cur = lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-            loss = self.loss(draw_x(bx), draw_y(by))
-            grads = torch.autograd.grad(loss, params)
-            opt.step(grads, cur)
-            losses[s] = loss.detach().double().cpu()
-            lrs[s] = cur
-        if not bool(torch.isfinite(losses).all()):
-            raise FloatingPointError("LightSB loss became non-finite; lower lr or use float64")
-        return FitResult(losses, lrs, time.perf_counter() - start, steps, max(bx, by))
-
-    def _batcher(self, src: Source, name: str, batch_size: int | None, gen: torch.Generator):
-        dev, dt = self.r.device, self.r.dtype
-        if isinstance(src, Tensor):
-            data = self._as_batch(src, name)
-            n = data.shape[0]
-            if batch_size is None or batch_size >= n:
-                return (lambda m: data), n
-            return (lambda m: data[torch.randint(0, n, (m,), generator=gen, device=gen.device).to(dev)]), batch_size
-        if isinstance(src, torch.distributions.Distribution):
-            dist = src
-            raw = lambda m: sample_distribution(dist, m, gen)  # noqa: E731
-        elif callable(src):
-            raw = lambda m: src(m, gen, dev)  # noqa: E731
-        else:
-            raise TypeError(f"{name} must be a Tensor, a sampler (n, generator, device) -> Tensor or a "
-                            f"Distribution, got {type(src).__name__}")
-        m0 = batch_size or 4096
-        first = self._as_batch(raw(m0), f"{name} sample")  # validate once (shape, finiteness)
-
-        def draw(m: int, _cache=[first]) -> Tensor:
-            if _cache:
-                return _cache.pop()
-            return raw(m).to(dtype=dt, device=dev)
-
-        return draw, m0
+        return _training.fit(self, source, target, steps=steps, batch_size=batch_size, lr=lr,
+                             min_lr_ratio=min_lr_ratio, warmup=warmup, generator=generator, progress=progress)

@@ -261,9 +261,14 @@ def test_init_from_methods():
         m.init_from(y, method="kmeans")
     with pytest.raises(ValueError, match="target_samples needs"):
         m.init_from(y[:2])
-    # the learning-rate default scales with eps / sqrt(d) for mixtures
-    res = LightSB(16, 3, 0.1).fit(torch.randn(64, 16), torch.randn(64, 16), steps=4, warmup=0.0)
-    assert float(res.lrs[0]) == pytest.approx(3e-3)
+    # the learning-rate default scales with eps_s / sqrt(d) for mixtures, eps_s = eps / (s_x s_y) the
+    # standardised eps: 3e-2 * 4 * eps_s / sqrt(16) = 3e-2 * eps_s at eps = 0.1
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(64, 16, generator=g), 3 * torch.randn(64, 16, generator=g)
+    res = LightSB(16, 3, 0.1).fit(x, y, steps=4, warmup=0.0)
+    sx, sy = float(x.var(0).mean().sqrt()), float(y.var(0).mean().sqrt())
+    assert (res.source_scale, res.target_scale) == pytest.approx((sx, sy))
+    assert float(res.lrs[0]) == pytest.approx(3e-2 * 0.1 / (sx * sy))
 
 
 @pytest.mark.parametrize("eps", [0.01, 10.0])
