@@ -12,7 +12,7 @@ from .problems import (
     ishigami_indices,
     linear_gaussian,
 )
-from .results import AdaptationStep, MultiExpectationResult
+from .results import AdaptationStep, MultiExpectationResult, RareEventResult, zero_hit_upper_bound
 from .simplex import SimplexSolution, minimize_on_simplex
 from .sobol import SobolResult, sobol_indices, target_sobol_indices
 
@@ -22,6 +22,7 @@ __all__ = [
     "FrozenProposal",
     "MultiExpectationResult",
     "Problem",
+    "RareEventResult",
     "SimplexSolution",
     "SobolResult",
     "aiscv",
@@ -37,4 +38,5 @@ __all__ = [
     "mixture_reweighting",
     "sobol_indices",
     "target_sobol_indices",
+    "zero_hit_upper_bound",
 ]

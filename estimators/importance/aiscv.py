@@ -26,6 +26,7 @@ from genstat.mc import RunningMoments
 from .proposals import DEFAULT_COV_FLOOR, GaussianFamily, InputSet, fit_cross_entropy
 from .results import AdaptationStep, MultiExpectationResult
 from .simplex import minimize_on_simplex
+from .unseen import WeightTally, flag_unseen
 
 __all__ = ["aiscv", "FrozenProposal"]
 
@@ -260,9 +261,10 @@ def _to(inp: InputSet, x: torch.Tensor) -> torch.Tensor:
 
 
 def _final_sample(prop: FrozenProposal, inp: InputSet, phis, J: int, allow_negative: bool, final: str, n_final: int,
-                  n_randomizations: int, seed: int, level: float, gen: torch.Generator):
+                  n_randomizations: int, seed: int, level: float, gen: torch.Generator, tally: WeightTally):
     """The fresh final sample from the frozen sampler: i.i.d. through the engine, or R randomised QMC
-    sequences; returns (estimate, stderr, covariance, points used)."""
+    sequences; returns (estimate, stderr, covariance, points used). ``tally`` records where each
+    phi_j was nonzero and the weights' ESS (for an integrand never seen)."""
     def summand_fn(x: torch.Tensor, prop: FrozenProposal = prop) -> torch.Tensor:
         x = x.to(torch.float64)
         lf = inp.log_prob(_to(inp, x))
@@ -270,6 +272,7 @@ def _final_sample(prop: FrozenProposal, inp: InputSet, phis, J: int, allow_negat
         lfb = inp.log_mean(_to(inp, x), lf) if prop.defensive > 0 else None
         lG = prop.log_components(x)
         lga = prop.log_prob(lG, lfb)
+        tally.add(y, lf - lga[:, None])
         out = y * _ratio(lf, lga[:, None], "importance weight")
         if lG is None:
             return out
@@ -379,6 +382,10 @@ def aiscv(
     Returns
     -------
     MultiExpectationResult
+        An expectation whose phi_j was 0 at every final point (a rare event never observed) is
+        reported as 0 with stderr NaN (not 0), its ``unseen_ess`` set and the interval
+        ``(0, upper bound)``, with a ``RuntimeWarning``; rare-event probabilities are better
+        estimated by :func:`~estimators.importance.cross_entropy_rare_event`.
 
     References
     ----------
@@ -490,16 +497,22 @@ def aiscv(
     n_final = N - used
     seed = draw_seed(gen)
 
+    tally = WeightTally()
     est, se, cov, n_final = _final_sample(prop, inp, phis, J, allow_negative, final, n_final, n_randomizations,
-                                          seed, level, gen)
+                                          seed, level, gen, tally)
+    # phi_j = 0 at every final point: 0 +- 0 is not supported by the sample (signed integrands, e.g.
+    # Sobol' numerators of an input the model ignores, can be exactly 0 and keep it)
+    unseen_ess = None
+    if not allow_negative:
+        se, unseen_ess = flag_unseen(est, se, tally, n_final, float(level))
     if wmode == "relative":
         w_dev = _relative(est)
-    if bool((~torch.isfinite(se)).any()):
+    if unseen_ess is None and bool((~torch.isfinite(se)).any()):
         warnings.warn("some standard errors are not finite", RuntimeWarning, stacklevel=2)
     return MultiExpectationResult(
         estimate=est.cpu(), stderr=se.cpu(), n_samples=used + n_final, n_adaptive=used, n_final=n_final,
         weights=w_dev.cpu(), trace=tuple(trace), covariance=None if cov is None else cov.cpu(),
         method="aiscv" if final == "iid" else "aiscv_rqmc", wall_time=time.perf_counter() - t0,
         level=float(level), names=tuple(names) if names is not None else None, chosen_iteration=chosen,
-        df=None if final == "iid" else n_randomizations - 1,
+        df=None if final == "iid" else n_randomizations - 1, unseen_ess=unseen_ess,
     )
