@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from genstat.experiments.config import ExperimentConfig, apply_overrides
-from genstat.experiments.interpolants import BenchParams, Toy2dParams, run_bench, run_toy2d
+from genstat.experiments.interpolants import BenchParams, NFEParams, Toy2dParams, run_bench, run_nfe, run_toy2d
 from genstat.experiments.runner import Run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +26,13 @@ def load(name, overrides):
                   "params.method.gamma=scaled_brownian", "params.method.a=0.1", "params.method.t_min=0.01",
                   "params.sde_eps=[0.1]", "params.sde_steps=5"], marks=pytest.mark.slow),  # matplotlib: ~10 s
     ("bench_interpolants.yaml", BenchParams, run_bench, ["params.steps=10", "params.n_eval=100", "params.seeds=[0]"]),
+    ("interpolants_nfe.yaml", NFEParams, run_nfe,
+     ["params.steps=10", "params.n_eval=100", "params.seeds=[0]", "params.nfe=[4,8]", "params.reference_steps=20",
+      "params.dopri5_tol=[0.01]", "params.samplers=[euler,rk4,ghvb3]"]),
 ])
 def test_kind_runs(tmp_path, name, params_cls, fn, overrides):
     cfg = load(name, overrides)
-    assert cfg.kind in ("interpolants.toy2d", "interpolants.bench")
+    assert cfg.kind in ("interpolants.toy2d", "interpolants.bench", "interpolants.nfe")
     run = Run(tmp_path, cfg, quiet=True)
     try:
         fn(params_cls(**cfg.params), run)
@@ -47,3 +50,8 @@ def test_bad_params():
         Toy2dParams(target="swissroll")
     with pytest.raises(pydantic.ValidationError, match="unknown"):
         Toy2dParams(method={"unknown": 1})
+
+
+def test_nfe_kind_rejects_unknown_samplers():
+    with pytest.raises(pydantic.ValidationError, match="samplers must be among"):
+        NFEParams(samplers=["leapfrog"])
