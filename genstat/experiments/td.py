@@ -21,7 +21,7 @@ MAX_ENSEMBLE = 1000
 class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
-    value_loss: Literal["mse", "gauss_biv", "ggd_biev"]
+    value_loss: Literal["mse", "gauss_biv", "ggd_biev", "ggd_biev_pooled"]
     ensemble: int = Field(5, ge=1, le=MAX_ENSEMBLE)
 
 
