@@ -2,7 +2,7 @@
 and the entropic OT benchmark construction of Gushchin et al. (NeurIPS 2023)."""
 from __future__ import annotations
 
-from .benchmark import EOTBenchmark
+from .benchmark import AUTHORS_POTENTIAL_SCALE, EOTBenchmark, authors_potential_scale
 from .metrics import CBW2UVPResult, cbw2_uvp
 from .mixture import GaussianMixture
 from .model import FitResult, LightSB
@@ -10,6 +10,7 @@ from .baselines import DiscreteConditional, SinkhornPlan
 from .oracle import GaussianEOT, gaussian_eot, random_gaussian_eot
 
 __all__ = [
+    "AUTHORS_POTENTIAL_SCALE",
     "CBW2UVPResult",
     "DiscreteConditional",
     "EOTBenchmark",
@@ -18,6 +19,7 @@ __all__ = [
     "GaussianMixture",
     "LightSB",
     "SinkhornPlan",
+    "authors_potential_scale",
     "cbw2_uvp",
     "gaussian_eot",
     "random_gaussian_eot",

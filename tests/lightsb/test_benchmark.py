@@ -5,13 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from genstat.lightsb import CBW2UVPResult, EOTBenchmark, LightSB, SinkhornPlan, cbw2_uvp, gaussian_eot, random_gaussian_eot
+from genstat.lightsb import (AUTHORS_POTENTIAL_SCALE, CBW2UVPResult, EOTBenchmark, LightSB, SinkhornPlan,
+                              authors_potential_scale, cbw2_uvp, gaussian_eot, random_gaussian_eot)
 from genstat.mc import block_generator
 
+CONSTRUCTIONS = ["genstat", "authors"]
 
-def test_conditional_matches_brute_force_density_in_1d():
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_conditional_matches_brute_force_density_in_1d(construction):
     # pi*(y|x) ∝ N(y | x, eps) f(y) with f the potential mixture: integrate on a grid
-    bm = EOTBenchmark(1, 0.3, n_potential_components=3, seed=4)
+    bm = EOTBenchmark(1, 0.3, n_potential_components=3, seed=4, construction=construction)
     ys = np.linspace(-15, 15, 60001)
     q = bm.potential_weights.numpy()
     m = bm.potential_means.numpy()[:, 0]
@@ -27,10 +31,11 @@ def test_conditional_matches_brute_force_density_in_1d():
         assert abs(float(gm.covariance()) - var) < 1e-6
 
 
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
 @pytest.mark.parametrize("d", [2, 16])
 @pytest.mark.parametrize("eps", [0.1, 1.0, 10.0])
-def test_as_lightsb_is_exact(d, eps):
-    bm = EOTBenchmark(d, eps, seed=1)
+def test_as_lightsb_is_exact(d, eps, construction):
+    bm = EOTBenchmark(d, eps, seed=1, construction=construction)
     res = cbw2_uvp(bm.as_lightsb(), bm, n_test=300)
     assert isinstance(res, CBW2UVPResult) and res.n_samples == 300
     assert res.estimate < 1e-8 and res.covariance_error < 1e-8
@@ -46,8 +51,53 @@ def test_seeded_and_reproducible():
     torch.testing.assert_close(a.input_means, EOTBenchmark(4, 0.1, seed=3).input_means)
 
 
-def test_samples_match_exact_moments():
-    bm = EOTBenchmark(3, 0.5, seed=2)
+def test_authors_construction_parameters():
+    # the draft notebook: P0 = 3 components, coordinates a permutation of {-2, 0, 2}, covariance 0.25 I;
+    # potential = 5 components, coordinates a permutation of {-2..2}, covariance (0.5 p(eps, d))^2 I;
+    # weights positive and normalised
+    for d, eps in ((2, 0.1), (16, 1.0), (64, 0.1), (64, 10.0)):
+        bm = EOTBenchmark(d, eps, seed=3, construction="authors")
+        eye = torch.eye(d, dtype=torch.float64)
+        assert bm.construction == "authors"
+        for means, grid in ((bm.input_means, [-2.0, 0.0, 2.0]), (bm.potential_means, [-2.0, -1.0, 0.0, 1.0, 2.0])):
+            assert means.shape == (len(grid), d)
+            cols = torch.sort(means, dim=0).values
+            torch.testing.assert_close(cols, torch.tensor(grid, dtype=torch.float64)[:, None].expand(-1, d),
+                                       rtol=0, atol=0)
+        torch.testing.assert_close(bm.input_covariances, 0.25 * eye.expand(3, d, d), rtol=0, atol=0)
+        std = 0.5 * AUTHORS_POTENTIAL_SCALE[eps][d]
+        torch.testing.assert_close(bm.potential_covariances, std**2 * eye.expand(5, d, d), rtol=0, atol=0)
+        for w in (bm.input_weights, bm.potential_weights):
+            assert bool((w > 0).all())
+            torch.testing.assert_close(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+        # Lt_k = (I / eps + Lambda_k^-1)^-1 = eps s^2 / (eps + s^2) I for Lambda_k = s^2 I
+        torch.testing.assert_close(bm.plan_covariances, (eps * std**2 / (eps + std**2)) * eye.expand(5, d, d))
+    # P0 depends on (seed, d) only, the potential on (seed, d, eps): a separate potential per cell
+    a, b = EOTBenchmark(16, 1.0, seed=3, construction="authors"), EOTBenchmark(16, 10.0, seed=3, construction="authors")
+    torch.testing.assert_close(a.input_means, b.input_means)
+    torch.testing.assert_close(a.input_weights, b.input_weights)
+    assert not torch.equal(a.potential_means, b.potential_means)
+    c = EOTBenchmark(16, 1.0, seed=3, construction="authors")
+    torch.testing.assert_close(a.potential_means, c.potential_means, rtol=0, atol=0)
+    assert not torch.equal(a.input_means, EOTBenchmark(16, 1.0, seed=4, construction="authors").input_means)
+    # the default is today's construction, unchanged
+    assert EOTBenchmark(4, 1.0).construction == "genstat"
+
+
+def test_authors_potential_scale_table_and_off_grid_rule():
+    assert authors_potential_scale(0.1, 32) == 4.0 and authors_potential_scale(10.0, 128) == 2.0
+    assert authors_potential_scale(0.1, 1) == 0.5  # nearest tabulated d (2)
+    assert authors_potential_scale(0.1, 48) == 8.0  # 48 is as near 32 as 64 in log: ties to the larger
+    assert authors_potential_scale(0.05, 64) == 8.0 and authors_potential_scale(3.0, 64) == 2.0
+    with pytest.raises(ValueError, match="dim"):
+        authors_potential_scale(1.0, 0)
+    with pytest.raises(ValueError, match="construction"):
+        EOTBenchmark(2, 1.0, construction="paper")
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS)
+def test_samples_match_exact_moments(construction):
+    bm = EOTBenchmark(3, 0.5, seed=2, construction=construction)
     n = 50_000
     g = block_generator(5, 0)
     x, y = bm.sample_pairs(n, g)
