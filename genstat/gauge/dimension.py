@@ -6,11 +6,13 @@ Score callables take ``(x, sigma)`` with ``x`` of shape (n, D) and return (n, D)
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
 import torch
+from scipy import stats
 
 from ._autodiff import check_field_output, check_points, jacobian
 
@@ -31,10 +33,18 @@ class IDEstimate:
     estimate : float
         The continuous estimate (mean of the per-point statistic for score methods).
     statistic : Tensor, shape (n,)
-        The raw per-point statistic (per-point dimension, local ID or Levina-Bickel estimate).
+        The raw per-point statistic (per-point dimension, local ID, Levina-Bickel estimate or TwoNN
+        ``log mu``), in the order of the points; NaN where a point was dropped (duplicates).
     spectrum : Tensor or None, shape (D,)
         The averaged spectrum the dimension was read from (singular values, eigenvalues), decreasing.
     method : str
+    stderr : float
+        Standard error of ``estimate`` from the sampling of the points (NaN where not available); each
+        estimator says how it is obtained. It does not include the method's bias.
+    n_samples : int
+        Number of points that entered ``estimate`` (default: the finite entries of ``statistic``).
+    dof : float
+        Degrees of freedom of ``stderr``: ``confidence_interval`` uses Student's t (normal when inf).
     """
 
     dimension: int
@@ -42,11 +52,36 @@ class IDEstimate:
     statistic: torch.Tensor
     spectrum: torch.Tensor | None
     method: str
+    stderr: float = math.nan
+    n_samples: int | None = None
+    dof: float = math.inf
 
-    def to_frame(self) -> pd.DataFrame:
+    def __post_init__(self) -> None:
+        if self.n_samples is None:
+            object.__setattr__(self, "n_samples", int(torch.isfinite(self.statistic).sum()))
+
+    def confidence_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Two-sided interval ``estimate +- q stderr`` with ``q`` the t (``dof``) or normal quantile."""
+        if not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        p = 0.5 + 0.5 * float(level)
+        q = float(stats.t.ppf(p, self.dof) if math.isfinite(self.dof) else stats.norm.ppf(p))
+        return self.estimate - q * self.stderr, self.estimate + q * self.stderr
+
+    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
         """One-row tidy table."""
+        lo, hi = self.confidence_interval(level)
         return pd.DataFrame([{"method": self.method, "dimension": self.dimension, "estimate": self.estimate,
-                              "n_points": int(self.statistic.numel())}])
+                              "stderr": self.stderr, "ci_low": lo, "ci_high": hi, "level": level,
+                              "n_samples": self.n_samples, "n_points": int(self.statistic.numel())}])
+
+
+def _mean_stderr(values: torch.Tensor) -> dict:
+    """Standard error of the mean of independent per-point values, with its degrees of freedom."""
+    v = values.double()
+    if v.numel() < 2:
+        return {"stderr": math.nan}
+    return {"stderr": float(v.std() / math.sqrt(v.numel())), "dof": float(v.numel() - 1)}
 
 
 def _check_sigma(sigma, name: str = "sigma") -> float:
@@ -119,7 +154,8 @@ def id_score_svd(score: Score, x0: torch.Tensor, *, sigma: float, n_neighbors: i
     Returns
     -------
     IDEstimate
-        ``statistic``: per-point dimensions; ``spectrum``: mean singular values / sqrt(K).
+        ``statistic``: per-point dimensions; ``spectrum``: mean singular values / sqrt(K); ``stderr``: of the
+        mean per-point dimension, ``sd / sqrt(n)`` (the points and their noise draws are independent).
 
     References
     ----------
@@ -157,7 +193,8 @@ def id_score_svd(score: Score, x0: torch.Tensor, *, sigma: float, n_neighbors: i
     sv = torch.linalg.svdvals(s.double())  # (n, D) decreasing
     n_normal = spectral_gap(sv, criterion=criterion)
     dims = D - n_normal
-    return IDEstimate(_mode(dims), float(dims.double().mean()), dims, (sv / math.sqrt(K)).mean(0), "score_svd")
+    return IDEstimate(_mode(dims), float(dims.double().mean()), dims, (sv / math.sqrt(K)).mean(0), "score_svd",
+                      **_mean_stderr(dims))
 
 
 def id_flow_jacobian(score: Score, x: torch.Tensor, *, sigma_max: float = 1.0, sigma_min: float = 1e-3,
@@ -186,7 +223,8 @@ def id_flow_jacobian(score: Score, x: torch.Tensor, *, sigma_max: float = 1.0, s
     Returns
     -------
     IDEstimate
-        ``statistic``: per-point dimensions; ``spectrum``: mean singular values of ``Y``.
+        ``statistic``: per-point dimensions; ``spectrum``: mean singular values of ``Y``; ``stderr``: of the
+        mean per-point dimension, ``sd / sqrt(n)`` over independent starting points.
 
     Examples
     --------
@@ -223,7 +261,8 @@ def id_flow_jacobian(score: Score, x: torch.Tensor, *, sigma_max: float = 1.0, s
     Y = jacobian(flow, x)
     sv = torch.linalg.svdvals(Y.double())
     dims = spectral_gap(sv, criterion=criterion)
-    return IDEstimate(_mode(dims), float(dims.double().mean()), dims, sv.mean(0), "flow_jacobian")
+    return IDEstimate(_mode(dims), float(dims.double().mean()), dims, sv.mean(0), "flow_jacobian",
+                      **_mean_stderr(dims))
 
 
 def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
@@ -244,7 +283,8 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
     -------
     IDEstimate
         ``statistic``: per-point LID; ``spectrum``: mean eigenvalues of the symmetrised denoiser Jacobian
-        ``I + sigma^2 grad s`` (near 1 along the manifold, 0 across it).
+        ``I + sigma^2 grad s`` (near 1 along the manifold, 0 across it); ``stderr``: of the mean LID,
+        ``sd / sqrt(n)`` over independent points.
 
     References
     ----------
@@ -269,57 +309,272 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
     lid = D + sigma**2 * (torch.diagonal(J, dim1=1, dim2=2).sum(1) + (s * s).sum(1))
     A = torch.eye(D, dtype=torch.float64) + sigma**2 * J
     eig = torch.linalg.eigvalsh(0.5 * (A + A.transpose(1, 2))).flip(1)
-    return IDEstimate(int(round(float(lid.median()))), float(lid.mean()), lid, eig.mean(0), "flipd")
+    return IDEstimate(int(round(float(lid.median()))), float(lid.mean()), lid, eig.mean(0), "flipd",
+                      **_mean_stderr(lid))
 
 
-def _knn_distances(x: torch.Tensor, k: int) -> torch.Tensor:
-    xd = x.double()
-    d = torch.cdist(xd, xd)
-    d.fill_diagonal_(float("inf"))
-    return torch.topk(d, k, dim=1, largest=False).values  # (n, k) increasing
+# --- k nearest neighbours -------------------------------------------------------------------------------------------
+# Brute force in row chunks: memory O(n k) plus one chunk of at most _CHUNK_BYTES. A float32 pass ranks the points by
+# ||b||^2 - 2 a.b (one matmul) and keeps 2k + 8 candidates; their distances are recomputed in float64 from the
+# differences, and a row is kept only if the float32 error bound proves that no other point is nearer than its k-th
+# neighbour: those rows equal the direct float64 computation. Rows it cannot prove (ties, points far apart relative
+# to their spacing) go through the same pass in float64, where a point tied with the k-th neighbour to within the
+# float64 rounding of ||a||^2 - 2 a.b + ||b||^2 may take its place (what torch.cdist incurs); a direct float64 pass
+# is left for data too large for that form. The point itself is excluded by index, so a duplicate of it is a
+# neighbour at distance 0.
+
+_CHUNK_BYTES = 1 << 28
 
 
-def id_mle(x: torch.Tensor, *, n_neighbors: int = 20, average: str = "mean", unbiased: bool = True) -> IDEstimate:
+def _ieee_float32_matmul(device: torch.device) -> bool:
+    # the error bound assumes IEEE float32 products; TF32 or bf16 matmuls would void it
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    return not (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+
+
+def _sqdist(xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Direct float64 ``||x_i - x_j||^2`` for ``i`` in ``rows`` (r,) and ``j`` in ``cols`` (r, m) or (m,)."""
+    other = xd[cols] if cols.ndim == 2 else xd[cols][None]
+    return (xd[rows][:, None, :] - other).pow(2).sum(-1)
+
+
+def _knn_pass(xd: torch.Tensor, rows: torch.Tensor, k: int, dtype: torch.dtype,
+              chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared k-NN distances (r, k) of ``rows`` from a ``dtype`` candidate pass, and the rows it proves (r,)."""
+    n, D = xd.shape
+    dev = xd.device
+    out = torch.empty(len(rows), k, dtype=torch.float64, device=dev)
+    ok = torch.zeros(len(rows), dtype=torch.bool, device=dev)
+    b = (xd - xd.mean(0)).to(dtype)  # centred: distances do not change and the error bound shrinks
+    nb = b.double().pow(2).sum(1)
+    if not float(nb.max()) < torch.finfo(dtype).max / 64:  # ||b||^2 - 2 a.b would overflow
+        return out, ok
+    kc = min(2 * k + 8, n - 1)
+    # columns in g interleaved slabs of G: group q = {q, q + G, ...}. The kc smallest values of a row lie in the kc
+    # groups with the smallest minima, so a topk over G group minima does most of the work of a topk over n columns
+    g = max(1, int(math.sqrt(n / kc)))
+    G = -(-n // g)
+    Bt = torch.zeros(D + 1, g * G, dtype=dtype, device=dev)
+    Bt[:D, :n], Bt[D, :n], Bt[D, n:] = b.T, nb.to(dtype), math.inf
+    # |computed (||b_j||^2 - 2 a.b_j) + ||a||^2 - ||x_i - x_j||^2| <= err_i: rounding to dtype, the (D + 1)-term
+    # dot product and the sum, with a factor 2 to spare
+    err = (2 * D + 16) * (torch.finfo(dtype).eps / 2) * (nb.sqrt() + nb.max().sqrt()).pow(2)
+    slack = 1.0 - 4 * (D + 2) * torch.finfo(torch.float64).eps  # rounding of the direct float64 distances
+    tie = 2 * err if dtype == torch.float64 else torch.zeros_like(err)
+    per = max(1, min(chunk_bytes // (g * G * b.element_size()), chunk_bytes // (kc * D * 8)))
+    for lo in range(0, len(rows), per):
+        r = rows[lo:lo + per]
+        c = len(r)
+        s = torch.cat([-2 * b[r], torch.ones(c, 1, dtype=dtype, device=dev)], 1) @ Bt
+        s[torch.arange(c, device=dev), r] = math.inf
+        gi = s.view(c, g, G).amin(1).topk(min(kc, G), dim=1, largest=False, sorted=False).indices
+        cols = (gi[:, :, None] + G * torch.arange(g, device=dev)).reshape(c, -1)
+        v, j = torch.gather(s, 1, cols).topk(kc, dim=1, largest=False, sorted=False)
+        q = _sqdist(xd, r, torch.gather(cols, 1, j).clamp_max(n - 1)).sort(1).values
+        cut = v.amax(1).double()  # every other point has a computed value >= cut
+        # finite values: no padding or self among the candidates; with kc = n - 1 they are all the other points
+        proved = (cut + nb[r] - err[r]) * slack > q[:, k - 1] - tie[r]
+        out[lo:lo + c] = q[:, :k]
+        ok[lo:lo + c] = torch.isfinite(cut) & (proved | (kc == n - 1))
+    return out, ok
+
+
+def _knn_distances(x: torch.Tensor, k: int, *, chunk_bytes: int = _CHUNK_BYTES) -> torch.Tensor:
+    """Float64 distances (n, k), increasing, from each point to its k nearest other points."""
+    xd = x.detach().double()
+    n = xd.shape[0]
+    out = torch.empty(n, k, dtype=torch.float64, device=xd.device)
+    todo = torch.arange(n, device=xd.device)
+    for dtype in ((torch.float32,) if _ieee_float32_matmul(xd.device) else ()) + (torch.float64,):
+        q, ok = _knn_pass(xd, todo, k, dtype, chunk_bytes)
+        out[todo[ok]] = q[ok]
+        todo = todo[~ok]
+        if len(todo) == 0:
+            return out.sqrt()
+    everyone = torch.arange(n, device=xd.device)
+    per = max(1, chunk_bytes // (8 * n * xd.shape[1]))
+    for lo in range(0, len(todo), per):
+        r = todo[lo:lo + per]
+        q = _sqdist(xd, r, everyone)
+        q[torch.arange(len(r), device=xd.device), r] = math.inf
+        out[r] = q.topk(k, dim=1, largest=False).values
+    return out.sqrt()
+
+
+# --- nearest-neighbour estimators -----------------------------------------------------------------------------------
+
+def _check_knn_args(x: torch.Tensor, n_batches: int, generator: torch.Generator | None) -> torch.Tensor:
+    x = check_points(x)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite, got NaN or inf entries")
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches == 1 or n_batches < 0:
+        raise ValueError(f"n_batches must be 0 (no stderr) or an int >= 2, got {n_batches!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return x
+
+
+def _drop(valid: torch.Tensor, what: str) -> None:
+    if not bool(valid.all()):
+        warnings.warn(f"dropping {int((~valid).sum())} of {valid.numel()} points with {what}", RuntimeWarning,
+                      stacklevel=3)
+
+
+def _batch_stderr(x: torch.Tensor, fit: Callable[[torch.Tensor], float], *, n_batches: int,
+                  generator: torch.Generator | None, min_points: int) -> float:
+    """Batch-means standard error: the spread of ``fit`` over disjoint batches of the points, over sqrt(batches)."""
+    n = x.shape[0]
+    if n_batches == 0:
+        return math.nan
+    if n // n_batches < min_points:
+        warnings.warn(f"stderr is NaN: {n_batches} batches of {n // n_batches} points, need {min_points} each; "
+                      "pass a smaller n_batches", RuntimeWarning, stacklevel=3)
+        return math.nan
+    if generator is None:
+        order = torch.arange(n, device=x.device)
+    else:
+        order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+    fits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # duplicates were reported for the whole sample
+        for i in range(n_batches):
+            try:
+                fits.append(fit(x[order[i::n_batches]]))
+            except ValueError:  # a degenerate batch (all ties): no spread to report
+                fits.append(math.nan)
+    return float(torch.tensor(fits, dtype=torch.float64).std() / math.sqrt(n_batches))
+
+
+def _mle_fit(x: torch.Tensor, k: int, unbiased: bool, average: str) -> tuple[float, torch.Tensor]:
+    T = _knn_distances(x, k)
+    # a zero distance (duplicate) or k equidistant neighbours leave the per-point likelihood without a maximum
+    S = torch.log(T[:, -1:] / T[:, :-1]).sum(1)
+    valid = (T[:, 0] > 0) & (S > 0)
+    _drop(valid, "a degenerate neighbourhood (a duplicate point or all neighbours equidistant)")
+    if not bool(valid.any()):
+        raise ValueError("no point has a non-degenerate neighbourhood")
+    inv = S[valid] / (k - (2 if unbiased else 1))
+    est = float((1.0 / inv).mean()) if average == "mean" else float(1.0 / inv.mean())
+    pw = torch.full_like(S, math.nan)
+    pw[valid] = 1.0 / inv
+    return est, pw
+
+
+def id_mle(x: torch.Tensor, *, n_neighbors: int = 20, average: str = "mean", unbiased: bool = True,
+           n_batches: int = 10, generator: torch.Generator | None = None) -> IDEstimate:
     """Levina-Bickel maximum-likelihood intrinsic dimension.
 
     ``m_k(x) = [(1 / (k - 2)) sum_{j<k} log(T_k(x) / T_j(x))]^{-1}`` with ``T_j`` the distance to the j-th
-    neighbour (the unbiased normalisation ``k - 2`` of Levina & Bickel, as in scikit-dimension;
-    ``unbiased=False``: the maximum-likelihood ``k - 1``); averaged over points (``average="mean"``) or by
-    MacKay-Ghahramani's inverse average (``"inverse"``).
+    nearest other point: under a locally uniform density the sum is Gamma(k - 1, rate m), so ``k - 2`` makes
+    ``m_k`` unbiased (``unbiased=False``: the maximum-likelihood ``k - 1``). The per-point estimates are
+    averaged (``average="mean"``) or combined by MacKay-Ghahramani's inverse average (``"inverse"``,
+    ``1 / mean(1 / m_k)``).
+
+    scikit-dimension's ``skdim.id.MLE().fit(x, n_neighbors=k).dimension_`` defaults to ``unbiased=False`` and
+    the inverse average (its ``comb="mle"``): ``id_mle(x, n_neighbors=k, unbiased=False, average="inverse")``
+    gives the same number; the defaults here are the unbiased per-point estimates and their mean.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n, D)
+        The points (distances are computed in float64).
+    n_neighbors : int
+        ``k``, in ``[3, n)`` (``[2, n)`` with ``unbiased=False``).
+    average : {"mean", "inverse"}
+    unbiased : bool
+    n_batches : int
+        Batches for ``stderr`` (0: none); each needs more than ``k`` points.
+    generator : torch.Generator, optional
+        Assigns the points to the batches.
+
+    Returns
+    -------
+    IDEstimate
+        ``statistic``: the per-point ``m_k`` (NaN for points dropped, with a warning, because a neighbour is at
+        distance 0 or all ``k`` are equidistant); ``stderr``: batch means. The points are split into
+        ``n_batches`` disjoint batches (at random with ``generator``, else by row, ``i mod n_batches``, which
+        assumes the rows in random order, as for samples), the estimator is rerun on each, and ``stderr =
+        sd(batch estimates) / sqrt(n_batches)`` with ``n_batches - 1`` degrees of freedom: disjoint batches of
+        independent points are independent and the variance scales as ``1 / n``. The per-point values share
+        neighbours, so treating them as independent is wrong (on the uniform flat torus, ``sd / sqrt(n)`` of the
+        MLE per-point values is 14 % too small at d = 4, and a bootstrap over the TwoNN ratios about 20 % too
+        small). Bias (curvature, boundary, finite n) is not included.
 
     References
     ----------
-    Levina & Bickel, "Maximum likelihood estimation of intrinsic dimension", NIPS 2004, eq. (8)-(9).
+    Levina & Bickel, "Maximum likelihood estimation of intrinsic dimension", NIPS 2004, eq. (8)-(9);
+    MacKay & Ghahramani, "Comments on 'Maximum likelihood estimation of intrinsic dimension'", 2005.
 
     Examples
     --------
     >>> g = torch.Generator().manual_seed(0)
     >>> x = torch.randn(1000, 3, generator=g, dtype=torch.float64) @ torch.eye(3, 8, dtype=torch.float64)
-    >>> id_mle(x).dimension
-    3
+    >>> est = id_mle(x)
+    >>> est.dimension, est.stderr < 0.1
+    (3, True)
     """
-    x = check_points(x)
+    x = _check_knn_args(x, n_batches, generator)
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or not 2 <= n_neighbors < x.shape[0]:
         raise ValueError(f"n_neighbors must be an int in [2, n), got {n_neighbors!r}")
-    T = _knn_distances(x, n_neighbors).clamp_min(torch.finfo(torch.float64).tiny)
     if n_neighbors < 3 and unbiased:
         raise ValueError(f"n_neighbors must be >= 3 with unbiased=True, got {n_neighbors}")
-    inv = torch.log(T[:, -1:] / T[:, :-1]).sum(1) / (n_neighbors - (2 if unbiased else 1))
-    pw = 1.0 / inv
-    if average == "mean":
-        est = float(pw.mean())
-    elif average == "inverse":
-        est = float(1.0 / inv.mean())
-    else:
+    if average not in ("mean", "inverse"):
         raise ValueError(f"average must be 'mean' or 'inverse', got {average!r}")
-    return IDEstimate(int(round(est)), est, pw, None, "mle")
+    est, pw = _mle_fit(x, n_neighbors, unbiased, average)
+    se = _batch_stderr(x, lambda z: _mle_fit(z, n_neighbors, unbiased, average)[0], n_batches=n_batches,
+                       generator=generator, min_points=n_neighbors + 1)
+    return IDEstimate(int(round(est)), est, pw, None, "mle", stderr=se, dof=float(max(n_batches - 1, 1)))
 
 
-def id_twonn(x: torch.Tensor, *, discard_fraction: float = 0.1) -> IDEstimate:
+def _twonn_fit(x: torch.Tensor, discard_fraction: float) -> tuple[float, torch.Tensor]:
+    r = _knn_distances(x, 2)
+    valid = r[:, 0] > 0
+    _drop(valid, "a duplicate (r1 = 0, the ratio r2 / r1 is undefined)")
+    log_mu = torch.full_like(r[:, 0], math.nan)
+    log_mu[valid] = torch.log(r[valid, 1] / r[valid, 0])
+    lm = torch.sort(log_mu[valid]).values
+    N = lm.numel()
+    if N < 3:
+        raise ValueError(f"TwoNN needs at least 3 points without duplicates, got {N}")
+    keep = min(max(int(math.floor(N * (1.0 - discard_fraction))), 2), N - 1)  # F = 1 at the last point: log(0)
+    F = torch.arange(1, keep + 1, dtype=torch.float64, device=lm.device) / N
+    lx, ly = lm[:keep], -torch.log1p(-F)
+    sxx = float((lx * lx).sum())
+    if sxx == 0.0:
+        raise ValueError("all kept ratios r2 / r1 equal 1 (lattice-like ties): TwoNN is undefined")
+    return float((lx * ly).sum()) / sxx, log_mu
+
+
+def id_twonn(x: torch.Tensor, *, discard_fraction: float = 0.1, n_batches: int = 10,
+             generator: torch.Generator | None = None) -> IDEstimate:
     """TwoNN intrinsic dimension (Facco et al. 2017) from the ratios ``mu = r_2 / r_1``.
 
     The empirical law of ``mu`` is Pareto with exponent ``d``: ``-log(1 - F(mu)) = d log mu``; ``d`` is the
-    least-squares slope through the origin after discarding the largest ``discard_fraction`` of ratios.
+    least-squares slope through the origin after discarding the largest ``discard_fraction`` of ratios
+    (as scikit-dimension's ``skdim.id.TwoNN()``, which gives the same number on the same points).
+
+    Parameters
+    ----------
+    x : Tensor, shape (n, D)
+        The points (distances in float64). Duplicates (``r_1 = 0``) are dropped with a warning.
+    discard_fraction : float
+        In ``[0, 1)``.
+    n_batches : int
+        Batches for ``stderr`` (0: none); each needs at least 3 points.
+    generator : torch.Generator, optional
+        Assigns the points to the batches.
+
+    Returns
+    -------
+    IDEstimate
+        ``statistic``: per-point ``log mu`` (NaN for dropped duplicates); ``stderr``: batch means, as in
+        :func:`id_mle`.
+
+    References
+    ----------
+    Facco, d'Errico, Rodriguez, Laio, "Estimating the intrinsic dimension of datasets by a minimal
+    neighborhood information", Scientific Reports 7, 12140 (2017), eq. (4)-(5).
 
     Examples
     --------
@@ -328,17 +583,12 @@ def id_twonn(x: torch.Tensor, *, discard_fraction: float = 0.1) -> IDEstimate:
     >>> id_twonn(x).dimension
     2
     """
-    x = check_points(x)
+    x = _check_knn_args(x, n_batches, generator)
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
-    n = x.shape[0]
-    if n < 3:
-        raise ValueError(f"x needs at least 3 points, got {n}")
-    r = _knn_distances(x, 2)
-    mu = torch.sort(r[:, 1] / r[:, 0].clamp_min(torch.finfo(torch.float64).tiny)).values
-    F = torch.arange(1, n + 1, dtype=torch.float64) / n
-    keep = int(math.floor(n * (1.0 - discard_fraction)))
-    keep = min(max(keep, 2), n - 1)  # F = 1 at the last point would give log(0)
-    lx, ly = torch.log(mu[:keep]), -torch.log1p(-F[:keep])
-    est = float((lx * ly).sum() / (lx * lx).sum())
-    return IDEstimate(int(round(est)), est, torch.log(mu), None, "twonn")
+    if x.shape[0] < 3:
+        raise ValueError(f"x needs at least 3 points, got {x.shape[0]}")
+    est, log_mu = _twonn_fit(x, discard_fraction)
+    se = _batch_stderr(x, lambda z: _twonn_fit(z, discard_fraction)[0], n_batches=n_batches, generator=generator,
+                       min_points=3)
+    return IDEstimate(int(round(est)), est, log_mu, None, "twonn", stderr=se, dof=float(max(n_batches - 1, 1)))
