@@ -1,7 +1,9 @@
 """estimators.importance: adaptive importance sampling with control variates (aISCV) for many
-expectations at once, its baselines, and Sobol' indices (Demange-Chryst, Bachoc & Morio)."""
+expectations at once, its baselines, and Sobol' indices (Demange-Chryst, Bachoc & Morio),
+and rare-event probabilities by multilevel cross-entropy importance sampling."""
 from .aiscv import FrozenProposal, aiscv
 from .baselines import is_separate, mc_multi, mixture_reweighting
+from .rare_event import cross_entropy_rare_event
 from .problems import (
     CantileverInputs,
     Problem,
@@ -28,6 +30,7 @@ __all__ = [
     "aiscv",
     "cantilever_beam",
     "cantilever_deflection",
+    "cross_entropy_rare_event",
     "gaussian_moments",
     "is_separate",
     "ishigami",
