@@ -1,4 +1,5 @@
-"""Small neural networks for fields of (t, x): MLPs with a sinusoidal time/noise embedding."""
+"""Small neural networks for fields of (t, x) and conditional fields of (t, x, c): MLPs with a
+sinusoidal time/noise embedding and a class-label or context input."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["TimeEmbedding", "MLP", "TimeMLP", "init_linear_"]
+__all__ = ["TimeEmbedding", "MLP", "TimeMLP", "ConditionalTimeMLP", "init_linear_"]
 
 _ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus,
                 "relu": nn.ReLU, "elu": nn.ELU}
@@ -126,3 +127,112 @@ class TimeMLP(nn.Module):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         emb = self.embed(t).to(x.dtype) if self.embed is not None else t[:, None]
         return self.mlp(torch.cat([x, emb], -1))
+
+
+def _time_column(t, x: torch.Tensor) -> torch.Tensor:
+    """``t`` (a number or shape (n,)) as a float tensor of shape (n,) in x's dtype."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    t = t.reshape(-1)
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
+
+
+class ConditionalTimeMLP(nn.Module):
+    """A conditional field ``(t, x, c) -> R^out_dim``: MLP on ``[x, embed(t), embed(c)]``.
+
+    The condition is either a class label or a context vector, with a *null* condition for the
+    unconditional branch that classifier-free guidance needs (Ho & Salimans 2022):
+
+    - ``n_classes=K``: ``c`` is an integer tensor of shape (n,) with values in ``0..K-1``, or ``-1``
+      (:data:`genstat.interpolants.NULL_LABEL`) for "no label"; the null label has its own learned
+      embedding (row ``K`` of the table).
+    - ``context_dim=k``: ``c`` is a float tensor of shape (n, k); a row of NaNs is the null context,
+      fed to the network as zeros plus a null flag (so the null is learned and distinct from the
+      genuine context 0).
+
+    ``c=None`` means the null condition for every row.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension of x.
+    n_classes, context_dim : int
+        Exactly one of them: number of classes, or dimension of the context.
+    out_dim : int, optional
+        Output dimension (default ``dim``).
+    hidden, depth : int
+        Width and number of hidden layers.
+    time_embedding : int
+        Size of the sinusoidal embedding of t (0: feed t raw).
+    label_embedding : int
+        Size of the learned label embedding (classes only).
+    activation : str
+        As for :class:`TimeMLP`.
+    generator : torch.Generator, optional
+        Source of the initial weights and embeddings (default: seeded with 0; never the global RNG).
+
+    Examples
+    --------
+    >>> import torch
+    >>> f = ConditionalTimeMLP(2, n_classes=3, hidden=16)
+    >>> f(torch.rand(4), torch.randn(4, 2), torch.tensor([0, 2, -1, 1])).shape
+    torch.Size([4, 2])
+    >>> ConditionalTimeMLP(2, context_dim=5)(torch.rand(4), torch.randn(4, 2), torch.randn(4, 5)).shape
+    torch.Size([4, 2])
+    """
+
+    def __init__(self, dim: int, *, n_classes: int | None = None, context_dim: int | None = None,
+                 out_dim: int | None = None, hidden: int = 128, depth: int = 3, time_embedding: int = 16,
+                 label_embedding: int = 16, activation: str = "silu", generator: torch.Generator | None = None):
+        super().__init__()
+        if (n_classes is None) == (context_dim is None):
+            raise ValueError("give exactly one of n_classes= (class labels) or context_dim= (context vectors)")
+        for name, v in (("dim", dim), ("n_classes", n_classes), ("context_dim", context_dim),
+                        ("label_embedding", label_embedding)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.dim, self.n_classes, self.context_dim = dim, n_classes, context_dim
+        self.embed = TimeEmbedding(time_embedding) if time_embedding else None
+        t_dim = time_embedding if time_embedding else 1
+        c_dim = label_embedding if n_classes is not None else context_dim + 1
+        self.mlp = MLP(dim + t_dim + c_dim, out_dim or dim, hidden, depth, activation, generator=gen)
+        if n_classes is not None:
+            self.label = nn.Embedding(n_classes + 1, label_embedding)  # row n_classes: the null label
+            with torch.no_grad():
+                self.label.weight.normal_(generator=gen)
+        else:
+            self.label = None
+
+    def _condition(self, c, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.n_classes is not None:
+            if c is None:
+                c = torch.full((n,), -1, dtype=torch.int64, device=x.device)
+            c = torch.as_tensor(c, device=x.device)
+            if c.is_floating_point() or c.dtype == torch.bool or c.shape != (n,):
+                raise ValueError(f"c must be an integer tensor of shape ({n},) (class labels), got "
+                                 f"{c.dtype} of shape {tuple(c.shape)}")
+            if n and (int(c.min()) < -1 or int(c.max()) >= self.n_classes):
+                raise ValueError(f"c must hold labels in 0..{self.n_classes - 1} or -1 (null), got values in "
+                                 f"[{int(c.min())}, {int(c.max())}]")
+            return self.label(torch.where(c < 0, self.n_classes, c)).to(x.dtype)
+        k = self.context_dim
+        if c is None:
+            return torch.cat([x.new_zeros(n, k), x.new_ones(n, 1)], -1)
+        c = torch.as_tensor(c, device=x.device)
+        if not c.is_floating_point() or c.shape != (n, k):
+            raise ValueError(f"c must be a float tensor of shape ({n}, {k}) (contexts), got {c.dtype} of shape "
+                             f"{tuple(c.shape)}")
+        null = torch.isnan(c).any(1, keepdim=True)
+        return torch.cat([torch.where(null, 0.0, c).to(x.dtype), null.to(x.dtype)], -1)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        t = _time_column(t, x)
+        emb = self.embed(t).to(x.dtype) if self.embed is not None else t[:, None]
+        return self.mlp(torch.cat([x, emb, self._condition(c, x)], -1))
