@@ -21,7 +21,8 @@ _MARGINAL_TOL = 1e-3
 
 
 def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
-           generator: torch.Generator | None = None, reg: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | None = None, reg: float = 0.05,
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair the rows of ``x0`` and ``x1`` according to ``method``.
 
     Parameters
@@ -39,11 +40,18 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
         Needed for ``"sinkhorn"``.
     reg : float
         Relative entropic regularisation for ``"sinkhorn"``.
+    labels : Tensor, shape (n,), optional
+        Integer class of row i of the batch (of x1, and of x0 when x0 was drawn for that class; an x0
+        drawn independently of the class, such as noise, may carry any row's label). The plan is then
+        *class-blocked*: computed within each class only, so output row i pairs an x0 and an x1 both
+        of class ``labels[i]`` and no pair crosses classes; the labels keep their positions. Each
+        block's plan is the method's plan on that block (OT: optimal within the class; the
+        regularisation of ``"sinkhorn"`` is relative to the block's mean cost).
 
     Returns
     -------
     (Tensor, Tensor)
-        The coupled batch, shapes (n, d) each.
+        The coupled batch, shapes (n, d) each (row i has label ``labels[i]`` when labels are given).
 
     Examples
     --------
@@ -58,6 +66,8 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
     if not (isinstance(x0, torch.Tensor) and isinstance(x1, torch.Tensor)) or x0.ndim != 2 or x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must be tensors of the same shape (n, d), got "
                          f"{getattr(x0, 'shape', None)} and {getattr(x1, 'shape', None)}")
+    if labels is not None:
+        return _couple_by_class(x0, x1, method, generator, reg, labels)
     if method in ("independent", "paired"):
         return x0, x1
     n = x0.shape[0]
@@ -78,6 +88,25 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, method: str = "independent", *,
     idx = torch.multinomial((p / p.sum()).to(generator.device), n, replacement=True,
                             generator=generator).to(x0.device)
     return x0[idx // n], x1[idx % n]
+
+
+def _couple_by_class(x0, x1, method, generator, reg, labels):
+    """:func:`couple` within each class of ``labels`` (the class-blocked plan)."""
+    n = x0.shape[0]
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor (class-blocked couplings need class labels), got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if method in ("independent", "paired"):
+        return x0, x1
+    out0, out1 = x0.clone(), x1.clone()
+    lab = labels.to(x0.device)
+    for k in torch.unique(lab).tolist():
+        rows = (lab == k).nonzero()[:, 0]
+        if rows.numel() > 1:  # a block of one row is its own (only) coupling
+            out0[rows], out1[rows] = couple(x0[rows], x1[rows], method, generator=generator, reg=reg)
+    return out0, out1
 
 
 def _marginal_error(plan: np.ndarray, w: np.ndarray) -> float:

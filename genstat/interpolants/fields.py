@@ -25,8 +25,8 @@ __all__ = [
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _call_model(model: Field, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    out = model(t, x)
+def _call_model(model: Field, t: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    out = model(t, x) if c is None else model(t, x, c)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model must return a tensor of shape {tuple(x.shape)} (same as x), got {shape}")
@@ -35,7 +35,7 @@ def _call_model(model: Field, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def interpolant_loss(interpolant: Interpolant, model: Field, x0: torch.Tensor | None, x1: torch.Tensor,
                      t: torch.Tensor, z: torch.Tensor | None = None, *, field: str = "b",
-                     antithetic: bool = False) -> torch.Tensor:
+                     antithetic: bool = False, c: torch.Tensor | None = None) -> torch.Tensor:
     """Monte Carlo estimate of the quadratic loss whose minimiser is ``field``.
 
     For ``field="b"`` this is the paper's ``E|b̂|^2 - 2 E[(alpha' x0 + beta' x1 + gamma' z) · b̂]``
@@ -57,6 +57,10 @@ def interpolant_loss(interpolant: Interpolant, model: Field, x0: torch.Tensor | 
         One of ``"b"``, ``"eta"``, ``"x1"``, ``"x0"``.
     antithetic : bool
         Use the ± z pair (twice the model evaluations).
+    c : Tensor, optional
+        Condition of each pair (labels (n,) or contexts (n, k), see
+        :mod:`genstat.interpolants.conditional`): the model is then called as ``model(t, x, c)`` and
+        the minimiser is the conditional field ``E[. | x_t = x, c]``.
 
     Returns
     -------
@@ -76,8 +80,11 @@ def interpolant_loss(interpolant: Interpolant, model: Field, x0: torch.Tensor | 
     # one validation of the inputs; x0 comes back filled in for the mirror path
     x0, tc, xt, target = interpolant._pair_target(x0, x1, t, z, field)
     tt = tc[:, 0]
+    if c is not None and (not isinstance(c, torch.Tensor) or c.shape[:1] != xt.shape[:1]):
+        raise ValueError(f"c must be a tensor with one condition per row ({xt.shape[0]}), got "
+                         f"{tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__}")
     if not antithetic:
-        out = _call_model(model, tt, xt)
+        out = _call_model(model, tt, xt, c)
         if field == "b":
             return ((out**2).sum(1) - 2 * (target * out).sum(1)).mean()
         return ((out - target) ** 2).sum(1).mean()
@@ -85,7 +92,8 @@ def interpolant_loss(interpolant: Interpolant, model: Field, x0: torch.Tensor | 
         raise ValueError("antithetic=True needs an interpolant with a noise gamma")
     gz = interpolant.gamma(tt)[:, None] * z
     xm = xt - 2 * gz
-    out = _call_model(model, torch.cat([tt, tt]), torch.cat([xt, xm]))
+    cc = None if c is None else torch.cat([c, c])
+    out = _call_model(model, torch.cat([tt, tt]), torch.cat([xt, xm]), cc)
     op, om = out.chunk(2)
     if field == "b":
         mean_part = interpolant.dalpha(tc) * x0 + interpolant.dbeta(tc) * x1

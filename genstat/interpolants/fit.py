@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import sys
@@ -15,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _checkpoint
+from .conditional import check_condition, drop_condition
 from .couplings import COUPLINGS, couple
 from .fields import interpolant_loss
 from .paths import FIELDS, Interpolant
@@ -107,11 +109,68 @@ def _draw(src: Source, n: int, gen: torch.Generator, dev: torch.device, dtype: t
         idx = torch.randint(0, src.shape[0], (n,), generator=gen, device=gen.device)
         return src[idx.to(src.device)].to(dev, dtype)
     out = src(n, gen, dev)
-    if isinstance(out, tuple):
-        return tuple(o.to(dev, dtype) for o in out)
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{name} sampler must return a tensor, got {type(out).__name__}")
+        raise TypeError(f"{name} sampler must return a tensor, got {type(out).__name__} (labels go with the "
+                        "target: a target sampler returns (x1, c))")
     return out.to(dev, dtype)
+
+
+def _labelled(out, n: int, dev, dtype, name: str, model) -> tuple[torch.Tensor, ...]:
+    """A sampler's ``(x..., c)`` output on ``dev``: the x parts in ``dtype``, c checked (labels stay
+    integer, contexts take ``dtype``)."""
+    *xs, c = out
+    for x in xs:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} sampler must return tensors, got {type(x).__name__}")
+    c = check_condition(c, xs[0].shape[0], f"the labels returned by the {name} sampler",
+                        n_classes=getattr(model, "n_classes", None), context_dim=getattr(model, "context_dim", None))
+    return (*(x.to(dev, dtype) for x in xs), c.to(dev, dtype) if c.is_floating_point() else c.to(dev))
+
+
+def _draw_target(src: Source, labels, n: int, gen: torch.Generator, dev, dtype, model):
+    """``(x1, c)``: rows of a data tensor with their ``labels``, or a sampler's ``(x1, c)``; c is None
+    for an unlabelled target (then the same draws as :func:`_draw`)."""
+    if isinstance(src, torch.Tensor):
+        idx = torch.randint(0, src.shape[0], (n,), generator=gen, device=gen.device)
+        x = src[idx.to(src.device)].to(dev, dtype)
+        if labels is None:
+            return x, None
+        c = labels[idx.to(labels.device)]
+        return x, c.to(dev, dtype) if c.is_floating_point() else c.to(dev)
+    out = src(n, gen, dev)
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise TypeError(f"a labelled target sampler must return (x1, c), got a tuple of {len(out)}")
+        return _labelled(out, n, dev, dtype, "target", model)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"target sampler must return a tensor, got {type(out).__name__}")
+    return out.to(dev, dtype), None
+
+
+def _check_labels(labels, model, source, target, coupling, label_dropout) -> None:
+    """The checks of ``labels=`` and ``label_dropout=`` (before any work)."""
+    if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) \
+            or not 0.0 <= label_dropout < 1.0:
+        raise ValueError(f"label_dropout must be a float in [0, 1), got {label_dropout!r}")
+    if labels is None:
+        return
+    data = source if coupling == "paired" else target
+    if not isinstance(data, torch.Tensor):
+        raise ValueError("labels= labels the rows of a data tensor (target, or the pairs with coupling='paired'); "
+                         "a sampler returns its labels itself, as (x1, c)")
+    check_condition(labels, data.shape[0], "labels", n_classes=getattr(model, "n_classes", None),
+                    context_dim=getattr(model, "context_dim", None))
+
+
+def _check_conditional_model(model, c) -> None:
+    """A labelled fit calls ``model(t, x, c)``: refuse a model that cannot take c."""
+    try:
+        inspect.signature(model).bind(c, c, c)
+    except TypeError:
+        raise TypeError(f"labelled data needs a conditional model taking (t, x, c) (e.g. "
+                        f"genstat.nn.ConditionalTimeMLP), got {type(model).__name__}") from None
+    except ValueError:  # no signature to inspect: let the call decide
+        pass
 
 
 def _check_args(interpolant, model, source, target, *, generator, field, steps, batch_size, lr, coupling,
@@ -163,41 +222,52 @@ def _schedule(opt: torch.optim.Optimizer, lr_schedule: str, steps: int, warmup_s
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _pairs(step, pool, interpolant, source, target, coupling, coupling_every, reg, batch_size, generator, dev,
-           dtype):
-    """The (x0, x1) training pairs of one step of :func:`fit`, and the amortised-coupling pool after it."""
+def _pairs(step, pool, interpolant, source, target, labels, coupling, coupling_every, reg, batch_size, generator,
+           dev, dtype, model):
+    """The training pairs of one step of :func:`fit`: ``(x0, x1, c, pool)``, with c the condition of
+    each pair (None for unlabelled data, which draw exactly as before labels existed) and the
+    amortised-coupling pool after the step. With labels, OT/Sinkhorn couple within each class only."""
     gdev = generator.device
+    c = None
     if coupling == "paired":
         if isinstance(source, torch.Tensor):
             idx = torch.randint(0, source.shape[0], (batch_size,), generator=generator, device=gdev).cpu()
             x0 = source[idx.to(source.device)].to(dev, dtype)
             x1 = target[idx.to(target.device)].to(dev, dtype)
+            if labels is not None:
+                c = labels[idx.to(labels.device)]
+                c = c.to(dev, dtype) if c.is_floating_point() else c.to(dev)
         else:
-            pair = _draw(source, batch_size, generator, dev, dtype, "source")
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise TypeError("with coupling='paired' the source sampler must return (x0, x1)")
-            x0, x1 = pair
-    else:
-        if pool is None or step % coupling_every == 0:
-            x1 = _draw(target, batch_size, generator, dev, dtype, "target")
-            if interpolant.mirror:
-                x0 = x1
-            elif source is None:
-                x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
-            else:
-                x0 = _draw(source, batch_size, generator, dev, dtype, "source")
-            if step == 0 and x0.shape != x1.shape:
-                raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs "
-                                 f"{tuple(x1.shape)}")
-            x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg)
-            if coupling_every > 1:
-                keep = (coupling_every - 1) * batch_size
-                pool = (x0, x1) if pool is None else (torch.cat([pool[0][-keep:], x0]),
-                                                      torch.cat([pool[1][-keep:], x1]))
-        if pool is not None:  # amortised coupling: train on pairs drawn from the pool
-            idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
-            x0, x1 = pool[0][idx], pool[1][idx]
-    return x0, x1, pool
+            out = source(batch_size, generator, dev)
+            if not (isinstance(out, tuple) and len(out) in (2, 3)):
+                raise TypeError("with coupling='paired' the source sampler must return (x0, x1) or (x0, x1, c)")
+            x0, x1, *rest = _labelled(out, batch_size, dev, dtype, "source", model) if len(out) == 3 \
+                else (o.to(dev, dtype) for o in out)
+            c = rest[0] if rest else None
+        return x0, x1, c, pool
+    if pool is None or step % coupling_every == 0:
+        x1, c = _draw_target(target, labels, batch_size, generator, dev, dtype, model)
+        if interpolant.mirror:
+            x0 = x1
+        elif source is None:
+            x0 = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev)
+        else:
+            x0 = _draw(source, batch_size, generator, dev, dtype, "source")
+        if step == 0 and x0.shape != x1.shape:
+            raise ValueError(f"source and target batches differ in shape: {tuple(x0.shape)} vs {tuple(x1.shape)}")
+        if c is not None and c.is_floating_point() and coupling in ("ot", "sinkhorn"):
+            raise ValueError(f"coupling={coupling!r} with contexts: class-blocked couplings need integer class "
+                             "labels; use coupling='independent' with continuous contexts")
+        x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg, labels=None if c is None else c)
+        batch = (x0, x1) if c is None else (x0, x1, c)
+        if coupling_every > 1:
+            keep = (coupling_every - 1) * batch_size
+            pool = batch if pool is None else tuple(torch.cat([p[-keep:], q]) for p, q in zip(pool, batch))
+    if pool is not None:  # amortised coupling: train on pairs drawn from the pool
+        idx = torch.randint(0, pool[0].shape[0], (batch_size,), generator=generator, device=gdev).to(dev)
+        x0, x1 = pool[0][idx], pool[1][idx]
+        c = pool[2][idx] if len(pool) == 3 else None
+    return x0, x1, c, pool
 
 
 def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target: Source, *, field: str = "b",
@@ -208,8 +278,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         callback: Callable[[int, float], None] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None, grad_clip: float | None = None,
         warmup_steps: int = 0, checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 100) -> FitResult:
-    """Fit ``model(t, x)`` to the field ``field`` of ``interpolant`` by stochastic gradient descent.
+        checkpoint_every: int = 100, labels: torch.Tensor | None = None, label_dropout: float = 0.0) -> FitResult:
+    """Fit ``model(t, x)`` (or a conditional ``model(t, x, c)``) to the field ``field`` of ``interpolant``
+    by stochastic gradient descent.
 
     Parameters
     ----------
@@ -220,7 +291,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         Samplers ``(n, generator, device) -> (n, d)`` or data tensors (rows drawn with replacement).
         ``source=None`` means N(0, I) (one-sided paths); the mirror path ignores ``source``. With
         ``coupling="paired"``: a sampler returning ``(x0, x1)`` as ``source`` (``target=None``), or two
-        tensors with the same number of rows whose rows are pairs.
+        tensors with the same number of rows whose rows are pairs. Labelled (conditional) data: a
+        target sampler returning ``(x1, c)``, a paired sampler returning ``(x0, x1, c)``, or a data
+        tensor with ``labels=``; the model is then called as ``model(t, x, c)`` (see ``labels``).
     field : str
         ``"b"`` (velocity), ``"eta"`` (denoiser; score = -eta/gamma), ``"x1"``, ``"x0"``.
     steps, batch_size, lr
@@ -268,6 +341,17 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         tqdm bar when stderr is a terminal.
     callback : callable, optional
         ``callback(step, loss)`` after every step.
+    labels : Tensor, optional
+        Condition of each row of the data tensor ``target`` (of the pairs with ``coupling="paired"``):
+        integer class labels of shape (n,) (``0..model.n_classes-1``) or float contexts of shape
+        (n, k). The source is drawn independently of the condition; ``"ot"`` / ``"sinkhorn"`` couple
+        within each class only (class-blocked, see :func:`couple`; contexts need
+        ``"independent"``).
+    label_dropout : float
+        In [0, 1): each pair's condition is replaced by the null one (``NULL_LABEL``, or a NaN
+        context row) with this probability, one uniform per pair from ``generator``, so that the
+        model also learns the unconditional field that :func:`guided` needs (Ho & Salimans 2022).
+        Unlabelled fits draw exactly as before (no extra draws).
 
     Returns
     -------
@@ -280,7 +364,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
 
     References
     ----------
-    Albergo, Boffi, Vanden-Eijnden (2023), eqs. (2.11), (2.14); Tong et al. (2024) for minibatch OT.
+    Albergo, Boffi, Vanden-Eijnden (2023), eqs. (2.11), (2.14); Tong et al. (2024) for minibatch OT;
+    Ho & Salimans (2022), Zheng et al. (2023) for label dropout and guidance.
 
     Examples
     --------
@@ -297,6 +382,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 batch_size=batch_size, lr=lr, coupling=coupling, antithetic=antithetic, time_sampling=time_sampling,
                 lr_schedule=lr_schedule, ema=ema, coupling_every=coupling_every, grad_clip=grad_clip,
                 warmup_steps=warmup_steps, checkpoint_every=checkpoint_every)
+    _check_labels(labels, model, source, target, coupling, label_dropout)
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
@@ -321,6 +407,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                            coupling=coupling, coupling_every=coupling_every, antithetic=antithetic,
                            time_sampling=time_sampling, t_range=tuple(t_range), lr_schedule=lr_schedule, ema=ema,
                            reg=reg, grad_clip=grad_clip, warmup_steps=warmup_steps, optimizer=type(opt).__name__)
+        if labels is not None or label_dropout:  # only then: earlier checkpoints stay valid
+            fingerprint.update(labels=labels is not None, label_dropout=label_dropout)
         state = _checkpoint.load(ckpt, fingerprint)
         if state is not None:
             start, pool, spent = _checkpoint.restore(state, parts, generator, losses, dev)
@@ -329,12 +417,18 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     bar = tqdm(range(start, steps), disable=not (progress and sys.stderr.isatty()), leave=False, desc="fit")
     model.train()
     for step in bar:
-        x0, x1, pool = _pairs(step, pool, interpolant, source, target, coupling, coupling_every, reg, batch_size,
-                              generator, dev, dtype)
+        x0, x1, c, pool = _pairs(step, pool, interpolant, source, target, labels, coupling, coupling_every, reg,
+                                 batch_size, generator, dev, dtype, model)
+        if step == start and c is not None:
+            _check_conditional_model(model, c)
+        if label_dropout:
+            if c is None:
+                raise ValueError("label_dropout needs labelled data (labels=, or a sampler returning (x1, c))")
+            c = drop_condition(c, label_dropout, generator)
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)
         z = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev) \
             if interpolant.has_noise else None
-        loss = interpolant_loss(interpolant, model, x0, x1, t, z, field=field, antithetic=antithetic)
+        loss = interpolant_loss(interpolant, model, x0, x1, t, z, field=field, antithetic=antithetic, c=c)
         lv = float(loss.detach())
         if not math.isfinite(lv):
             raise FloatingPointError(f"training produced a non-finite loss ({lv}) at step {step + 1}")
