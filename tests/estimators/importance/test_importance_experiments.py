@@ -12,6 +12,7 @@ TINY = {
     "aiscv_moments": ["params.J=3", "params.budget=2000", "params.reps=2"],
     "aiscv_cantilever": ["params.J=4", "params.budget=2000", "params.reps=2"],
     "sobol_ishigami": ["params.budget=1000", "params.reps=2"],
+    "rare_event": ["params.budget=2000", "params.reps=2", "params.p=0.001"],
     "bench_aiscv": ["params.speed_reps=1", "params.moments_budget=2000", "params.sobol.budget=1000",
                          "params.sobol.reps=2", "params.sobol.methods=[aiscv,saltelli,scipy]"],
 }
