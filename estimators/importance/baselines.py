@@ -6,6 +6,7 @@ at equal numbers of calls of ``phis``.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Literal
 
@@ -178,7 +179,7 @@ def is_separate(
     else:
         J = inp.J
     per = budget // J
-    ests, ses, n_ad = [], [], 0
+    ests, ses, unseen, n_ad = [], [], [], 0
     for j in range(J):
         if inp.shared:
             fj = inp.dists[0]
@@ -191,13 +192,16 @@ def is_separate(
         ests.append(r.estimate[0])
         df = r.df  # the same for every j (None, or n_randomizations - 1 with final="rqmc")
         ses.append(r.stderr[0])
+        unseen.append(math.nan if r.unseen_ess is None else float(r.unseen_ess[0]))
         n_ad += r.n_adaptive
     est, se = torch.stack(ests), torch.stack(ses)
+    unseen_ess = torch.tensor(unseen, dtype=torch.float64)  # integrands never seen in their final sample
+    unseen_ess = None if bool(torch.isnan(unseen_ess).all()) else unseen_ess
     return MultiExpectationResult(
         estimate=est, stderr=se, n_samples=per * J, n_adaptive=n_ad, n_final=per * J - n_ad,
         weights=torch.ones(J, dtype=torch.float64), covariance=torch.diag(se**2), method="is_separate",
         wall_time=time.perf_counter() - t0, level=level, names=tuple(names) if names is not None else None,
-        df=df,
+        df=df, unseen_ess=unseen_ess,
     )
 
 

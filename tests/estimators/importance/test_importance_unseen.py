@@ -89,3 +89,15 @@ def test_signed_integrands_that_are_exactly_zero_keep_zero_stderr():
         r = aiscv(lambda x: torch.cat([x, 0 * x], 1), f, 2000, generator=torch.Generator().manual_seed(0),
                   allow_negative=True)
     assert r.unseen_ess is None and float(r.stderr[1]) == 0.0
+
+
+def test_is_separate_passes_the_bound_on():
+    f = D.Normal(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64))
+    phis = lambda x: torch.cat([x**2, (x > 12).to(F64)], 1)  # noqa: E731
+    from estimators.importance import is_separate
+
+    with pytest.warns(RuntimeWarning, match=r"never observed"):
+        r = is_separate(phis, f, 4000, generator=torch.Generator().manual_seed(0))
+    assert math.isnan(float(r.stderr[1])) and math.isnan(float(r.unseen_ess[0]))
+    lo, hi = r.confidence_interval()
+    assert float(lo[1]) == 0.0 and 0 < float(hi[1]) < 1
