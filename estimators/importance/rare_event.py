@@ -16,10 +16,11 @@ and its plain i.i.d. standard error; all weights are computed in log space.
 
 References
 ----------
-Rubinstein (1999), "The cross-entropy method for combinatorial and continuous optimization",
-Methodol. Comput. Appl. Probab. 1, Sec. 3 (the multilevel algorithm); Rubinstein & Kroese (2004),
-*The Cross-Entropy Method*, Algorithm 3.4.1; Hesterberg (1995), "Weighted average importance
-sampling and defensive mixture distributions", Technometrics 37 (the defensive share).
+Rubinstein (1997), "Optimization of computer simulation models with rare events", Eur. J. Oper.
+Res. 99 (the multilevel algorithm); de Boer, Kroese, Mannor & Rubinstein (2005), "A tutorial on the
+cross-entropy method", Ann. Oper. Res. 134, Sec. 3.1 (the CE method for rare-event simulation);
+Hesterberg (1995), "Weighted average importance sampling and defensive mixture distributions",
+Technometrics 37 (the defensive share).
 """
 from __future__ import annotations
 
@@ -259,8 +260,8 @@ def cross_entropy_rare_event(
 
     References
     ----------
-    Rubinstein (1999), Sec. 3; Rubinstein & Kroese (2004), Algorithm 3.4.1 (multilevel CE for rare
-    events); Hesterberg (1995) (defensive mixtures).
+    Rubinstein (1997) (multilevel CE for rare events); de Boer, Kroese, Mannor & Rubinstein (2005),
+    Sec. 3.1; Hesterberg (1995) (defensive mixtures).
 
     Examples
     --------
