@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .mixture import _check_generator
 from .model import _check_epsilon
 
 __all__ = ["DiscreteConditional", "SinkhornPlan"]
@@ -36,6 +37,14 @@ class DiscreteConditional:
         second = torch.einsum("nm,mi,mj->nij", self.weights, self.atoms, self.atoms)
         cov = second - mu.unsqueeze(-1) * mu.unsqueeze(-2)
         return 0.5 * (cov + cov.mT)
+
+    def sample(self, n_per_x: int = 1, *, generator: torch.Generator) -> Tensor:
+        """Draw ``n_per_x`` atoms from each conditional with ``generator`` (required); shape (n, n_per_x, d)."""
+        if isinstance(n_per_x, bool) or not isinstance(n_per_x, int) or n_per_x < 1:
+            raise ValueError(f"n_per_x must be a positive int, got {n_per_x!r}")
+        _check_generator(generator)
+        idx = torch.multinomial(self.weights, n_per_x, replacement=True, generator=generator)
+        return self.atoms[idx]
 
 
 class SinkhornPlan:

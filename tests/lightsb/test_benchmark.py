@@ -122,7 +122,8 @@ def test_perturbed_model_has_positive_metric_and_frame():
     assert res.estimate > 0 and res.stderr > 0 and res.mean_error > 0
     lo, hi = res.confidence_interval(0.9)
     assert lo < res.estimate < hi
-    assert list(res.to_frame().columns) == ["estimate", "stderr", "n_samples", "mean_error", "covariance_error"]
+    assert list(res.to_frame().columns) == ["estimate", "stderr", "n_samples", "mean_error", "covariance_error",
+                                            "protocol", "floor", "floor_stderr", "n_per_x"]
     fixed = cbw2_uvp(model, bm, x_test=bm.sample_source(50, block_generator(0, 0)))
     assert fixed.n_samples == 50
 
