@@ -41,3 +41,16 @@ def test_bench_kind_tiny_with_anchor(tmp_path):
     anchor = df[df["method"] == params.benchmark.anchor]
     assert len(anchor) == 2 and (anchor["ratio_to_anchor"] == 1.0).all()
     assert df.loc[df["task"] == "benchmark", "paper_lightsb"].notna().all()
+
+
+def test_benchmark_kind_authors_construction_paper_protocol(tmp_path):
+    cfg, params = load_config(ROOT / "experiments" / "lightsb_benchmark.yaml", [
+        "params.dims=[2]", "params.epsilons=[1.0]", "params.n_train=2000", "params.n_test=20",
+        "params.construction=authors", "params.protocol=paper", "params.n_per_x=50", "params.plot=false"])
+    for spec in params.models:
+        spec.steps = 20
+    out = run_experiment(cfg, params, out=tmp_path, quiet=True)
+    df = pd.read_csv(out / "results.csv")
+    assert (df["protocol"] == "paper").all() and (df["floor"] > 0).all()
+    assert (df["cbw2_uvp"] > df["floor"]).all() and (df["cbw2_uvp_exact"] >= 0).all()
+    assert "floor (true plan)" in (out / "table.md").read_text()
