@@ -74,8 +74,8 @@ def check_condition(c, n: int, name: str, *, n_classes: int | None = None,
     if n:
         lo, hi = int(c.min()), int(c.max())
         if lo < 0 or (n_classes is not None and hi >= n_classes):
-            want = f"0..{n_classes - 1}" if n_classes is not None else ">= 0"
-            raise ValueError(f"{name} must hold class labels in {want}, got values in [{lo}, {hi}]")
+            want = f"in 0..{n_classes - 1}" if n_classes is not None else ">= 0"
+            raise ValueError(f"{name} must hold class labels {want}, got values in [{lo}, {hi}]")
     return c
 
 

@@ -165,7 +165,7 @@ def _check_labels(labels, model, source, target, coupling, label_dropout) -> Non
 def _check_conditional_model(model, c) -> None:
     """A labelled fit calls ``model(t, x, c)``: refuse a model that cannot take c."""
     try:
-        inspect.signature(model).bind(c, c, c)
+        inspect.signature(getattr(model, "forward", model)).bind(c, c, c)  # Module.__call__ takes *args
     except TypeError:
         raise TypeError(f"labelled data needs a conditional model taking (t, x, c) (e.g. "
                         f"genstat.nn.ConditionalTimeMLP), got {type(model).__name__}") from None
@@ -258,7 +258,8 @@ def _pairs(step, pool, interpolant, source, target, labels, coupling, coupling_e
         if c is not None and c.is_floating_point() and coupling in ("ot", "sinkhorn"):
             raise ValueError(f"coupling={coupling!r} with contexts: class-blocked couplings need integer class "
                              "labels; use coupling='independent' with continuous contexts")
-        x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg, labels=None if c is None else c)
+        classes = c if c is not None and not c.is_floating_point() else None
+        x0, x1 = couple(x0, x1, coupling, generator=generator, reg=reg, labels=classes)
         batch = (x0, x1) if c is None else (x0, x1, c)
         if coupling_every > 1:
             keep = (coupling_every - 1) * batch_size
