@@ -442,3 +442,23 @@ def test_class_blocked_ot_beats_independent_pairs_at_2000_steps():
         w2[coupling] = sum(vals) / 3
     assert w2["ot"] < w2["independent"] - 0.05, w2
     assert w2["ot"] < 2 * (sum(floor) / len(floor)), (w2, floor)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_conditional_fit_and_guidance_keep_cuda_device():
+    x1, c = labelled_sampler()(2000, torch.Generator().manual_seed(10))  # data and labels stay on the CPU
+    model = ConditionalTimeMLP(2, n_classes=3, hidden=32, depth=2).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rec = fit(Interpolant("linear", "none"), model, None, x1, labels=c, coupling="ot", coupling_every=2,
+              label_dropout=0.2, steps=20, batch_size=64, generator=g)
+    assert bool(torch.isfinite(rec.losses).all())
+    x0 = torch.randn(500, 2, device="cuda", generator=g)
+    out = sample_ode(guided(model, torch.tensor([0, 1] * 250, device="cuda"), scale=2.0), x0, steps=4)
+    assert out.samples.device.type == "cuda"
+    F = exact()
+    y = sample_ode(guided(F, 1), x0.double(), method="rk4", steps=20).samples
+    assert y.device.type == "cuda"
+    assert float((classify(F, y.cpu()) == 1).double().mean()) > 0.99
+    y0, y1 = couple(x0, x0.flip(0), "ot", labels=torch.tensor([0, 1] * 250, device="cuda"))
+    assert y1.device.type == "cuda"
