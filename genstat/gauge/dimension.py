@@ -315,13 +315,13 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
 
 # --- k nearest neighbours -------------------------------------------------------------------------------------------
 # Brute force in row chunks: memory O(n k) plus one chunk of at most _CHUNK_BYTES. A float32 pass ranks the points by
-# ||b||^2 - 2 a.b (one matmul) and keeps 2k + 8 candidates; their distances are recomputed in float64 from the
-# differences, and a row is kept only if the float32 error bound proves that no other point is nearer than its k-th
-# neighbour: those rows equal the direct float64 computation. Rows it cannot prove (ties, points far apart relative
-# to their spacing) go through the same pass in float64, where a point tied with the k-th neighbour to within the
-# float64 rounding of ||a||^2 - 2 a.b + ||b||^2 may take its place (what torch.cdist incurs); a direct float64 pass
-# is left for data too large for that form. The point itself is excluded by index, so a duplicate of it is a
-# neighbour at distance 0.
+# ||b||^2 - 2 a.b (one matmul) and keeps the 2k + 8 smallest (_smallest); their distances are recomputed in float64
+# from the differences, and a row is kept only if the float32 error bound proves that no other point is nearer than
+# its k-th neighbour: those rows equal the direct float64 computation. Rows it cannot prove (ties, points far apart
+# relative to their spacing) go through the same pass in float64, where a point tied with the k-th neighbour to
+# within the float64 rounding of ||a||^2 - 2 a.b + ||b||^2 may take its place (what torch.cdist incurs); a direct
+# float64 pass is left for data too large for that form. The point itself is excluded by index, so a duplicate of it
+# is a neighbour at distance 0.
 
 _CHUNK_BYTES = 1 << 28
 
@@ -335,8 +335,27 @@ def _ieee_float32_matmul(device: torch.device) -> bool:
 
 def _sqdist(xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Direct float64 ``||x_i - x_j||^2`` for ``i`` in ``rows`` (r,) and ``j`` in ``cols`` (r, m) or (m,)."""
-    other = xd[cols] if cols.ndim == 2 else xd[cols][None]
-    return (xd[rows][:, None, :] - other).pow(2).sum(-1)
+    other = xd.index_select(0, cols.reshape(-1)).view(*cols.shape, -1)
+    return (xd.index_select(0, rows)[:, None, :] - other).pow(2).sum(-1)
+
+
+def _smallest(s: torch.Tensor, kc: int, g1: int, g2: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kc smallest values of each row of ``s`` (c, g1 g2 G2) and their columns, by two levels of group minima.
+
+    Level-1 group ``q`` holds the columns ``q + G1 a`` (``a < g1``, ``G1 = g2 G2``), level-2 group ``p`` the level-1
+    groups ``p + G2 b``. The kc smallest values lie in the kc groups with the smallest minima, at either level, so
+    the topk calls see about ``G2 + kc (g1 + g2)`` values a row instead of all of them.
+    """
+    c, width = s.shape
+    G1 = width // g1
+    m1 = s.view(c, g1, G1).amin(1)
+    m2 = m1.view(c, g2, G1 // g2).amin(1)
+    p = m2.topk(min(kc, m2.shape[1]), dim=1, largest=False, sorted=False).indices
+    q = (p[:, :, None] + (G1 // g2) * torch.arange(g2, device=s.device)).reshape(c, -1)
+    q = torch.gather(q, 1, torch.gather(m1, 1, q).topk(min(kc, G1), dim=1, largest=False, sorted=False).indices)
+    cols = (q[:, :, None] + G1 * torch.arange(g1, device=s.device)).reshape(c, -1)
+    v, j = torch.gather(s, 1, cols).topk(kc, dim=1, largest=False, sorted=False)
+    return v, torch.gather(cols, 1, j)
 
 
 def _knn_pass(xd: torch.Tensor, rows: torch.Tensor, k: int, dtype: torch.dtype,
@@ -351,27 +370,23 @@ def _knn_pass(xd: torch.Tensor, rows: torch.Tensor, k: int, dtype: torch.dtype,
     if not float(nb.max()) < torch.finfo(dtype).max / 64:  # ||b||^2 - 2 a.b would overflow
         return out, ok
     kc = min(2 * k + 8, n - 1)
-    # columns in g interleaved slabs of G: group q = {q, q + G, ...}. The kc smallest values of a row lie in the kc
-    # groups with the smallest minima, so a topk over G group minima does most of the work of a topk over n columns
-    g = max(1, int(math.sqrt(n / kc)))
-    G = -(-n // g)
-    Bt = torch.zeros(D + 1, g * G, dtype=dtype, device=dev)
+    g = max(1, round((n / kc) ** (1 / 3)))  # balances the topk sizes of _smallest
+    width = g * g * -(-n // (g * g))
+    Bt = torch.zeros(D + 1, width, dtype=dtype, device=dev)
     Bt[:D, :n], Bt[D, :n], Bt[D, n:] = b.T, nb.to(dtype), math.inf
     # |computed (||b_j||^2 - 2 a.b_j) + ||a||^2 - ||x_i - x_j||^2| <= err_i: rounding to dtype, the (D + 1)-term
     # dot product and the sum, with a factor 2 to spare
     err = (2 * D + 16) * (torch.finfo(dtype).eps / 2) * (nb.sqrt() + nb.max().sqrt()).pow(2)
     slack = 1.0 - 4 * (D + 2) * torch.finfo(torch.float64).eps  # rounding of the direct float64 distances
     tie = 2 * err if dtype == torch.float64 else torch.zeros_like(err)
-    per = max(1, min(chunk_bytes // (g * G * b.element_size()), chunk_bytes // (kc * D * 8)))
+    per = max(1, min(chunk_bytes // (width * b.element_size()), chunk_bytes // (kc * D * 8)))
     for lo in range(0, len(rows), per):
         r = rows[lo:lo + per]
         c = len(r)
         s = torch.cat([-2 * b[r], torch.ones(c, 1, dtype=dtype, device=dev)], 1) @ Bt
         s[torch.arange(c, device=dev), r] = math.inf
-        gi = s.view(c, g, G).amin(1).topk(min(kc, G), dim=1, largest=False, sorted=False).indices
-        cols = (gi[:, :, None] + G * torch.arange(g, device=dev)).reshape(c, -1)
-        v, j = torch.gather(s, 1, cols).topk(kc, dim=1, largest=False, sorted=False)
-        q = _sqdist(xd, r, torch.gather(cols, 1, j).clamp_max(n - 1)).sort(1).values
+        v, cols = _smallest(s, kc, g, g)
+        q = _sqdist(xd, r, cols.clamp_max(n - 1)).sort(1).values
         cut = v.amax(1).double()  # every other point has a computed value >= cut
         # finite values: no padding or self among the candidates; with kc = n - 1 they are all the other points
         proved = (cut + nb[r] - err[r]) * slack > q[:, k - 1] - tie[r]

@@ -108,3 +108,16 @@ def test_knn_memory_is_bounded():
     q = (x[:100, None, :] - x[None]).pow(2).sum(-1)
     q[torch.arange(100), torch.arange(100)] = math.inf
     assert_close(T[:100], q.sort(1).values[:, :5].sqrt(), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("g1, g2", [(1, 1), (3, 1), (4, 5), (7, 7)])
+def test_smallest_by_group_minima(g1, g2):
+    """The two-level group selection returns the kc smallest values of each row (ties included) and their columns."""
+    gen = torch.Generator().manual_seed(2)
+    width = g1 * g2 * 13
+    s = torch.randint(0, 50, (6, width), generator=gen).float()  # many ties
+    s[:, -5:] = math.inf  # padding
+    v, cols = dimension._smallest(s, 9, g1, g2)
+    assert torch.equal(v.sort(1).values, s.sort(1).values[:, :9])
+    assert torch.equal(torch.gather(s, 1, cols), v)
+    assert all(len(set(row.tolist())) == 9 for row in cols)  # distinct columns
