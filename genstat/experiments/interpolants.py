@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from typing import Annotated
 
 import pandas as pd
 import torch
@@ -274,9 +275,11 @@ class NFEParams(BaseModel):
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], max_length=MAX_LIST)
     n_eval: int = Field(2000, ge=10, le=MAX_EVAL)
     samplers: list[str] = Field(default_factory=lambda: list(_NFE_PER_STEP), max_length=MAX_LIST)
-    nfe: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64], min_length=1, max_length=MAX_LIST)
+    nfe: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] = Field(default_factory=lambda: [4, 8, 16, 32, 64],
+                                                                 min_length=1, max_length=MAX_LIST)
     momentum: float = Field(0.8, gt=0, le=1, description="beta of hb / ghvb2 / ghvb3")
-    dopri5_tol: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4], max_length=MAX_LIST)
+    dopri5_tol: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4],
+                                                                   max_length=MAX_LIST)
     exact_case: bool = Field(True, description="also the exact field N(0, I) -> 8-gaussians mixture")
     reference_steps: int = Field(1000, ge=10, le=MAX_STEPS, description="RK4 steps of the exact-case reference")
 
@@ -286,13 +289,6 @@ class NFEParams(BaseModel):
         bad = [m for m in v if m not in _NFE_PER_STEP]
         if bad:
             raise ValueError(f"samplers must be among {list(_NFE_PER_STEP)} (dopri5 is set by dopri5_tol), got {bad}")
-        return v
-
-    @field_validator("nfe")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(k < 1 or k > MAX_STEPS for k in v):
-            raise ValueError(f"nfe values must be in [1, {MAX_STEPS}], got {v}")
         return v
 
 
