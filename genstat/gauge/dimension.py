@@ -34,7 +34,8 @@ class IDEstimate:
         The continuous estimate (mean of the per-point statistic for score methods).
     statistic : Tensor, shape (n,)
         The raw per-point statistic (per-point dimension, local ID, Levina-Bickel estimate or TwoNN
-        ``log mu``), in the order of the points; NaN where a point was dropped (duplicates).
+        ``log mu``), in the order of the points; NaN where a point was dropped (duplicates, degenerate
+        neighbourhoods).
     spectrum : Tensor or None, shape (D,)
         The averaged spectrum the dimension was read from (singular values, eigenvalues), decreasing.
     method : str
@@ -433,7 +434,7 @@ def _check_knn_args(x: torch.Tensor, n_batches: int, generator: torch.Generator 
 def _drop(valid: torch.Tensor, what: str) -> None:
     if not bool(valid.all()):
         warnings.warn(f"dropping {int((~valid).sum())} of {valid.numel()} points with {what}", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=4)  # the caller of id_mle / id_twonn
 
 
 def _batch_stderr(x: torch.Tensor, fit: Callable[[torch.Tensor], float], *, n_batches: int,
