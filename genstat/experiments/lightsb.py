@@ -50,6 +50,8 @@ class ModelSpec(BaseModel):
     dtype: Literal["float32", "float64"] = "float32"
     min_lr_ratio: float = Field(1e-2, ge=0, le=1, description="cosine floor (1: constant lr, as the paper's code)")
     warmup: float = Field(0.05, ge=0, lt=1)
+    lower_lr_ratio: float | None = Field(None, gt=0, le=MAX_SCALE,
+                                         description="lr ratio of the off-diagonal Cholesky entries (None: 1/sqrt(d))")
     dims: Annotated[list[Dim], Field(max_length=MAX_LIST)] | None = Field(
         None, description="run this model only for these d (None: all)")
 
@@ -109,7 +111,8 @@ def _train_one(spec: ModelSpec, pair, d: int, eps: float, data, gen: torch.Gener
     model.init_from(init_y.to(dtype), generator=gen, method=spec.init, spread=spec.spread)
     start = time.perf_counter()
     fit = model.fit(source, target, steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr_for(eps),
-                    min_lr_ratio=spec.min_lr_ratio, warmup=spec.warmup, generator=gen)
+                    min_lr_ratio=spec.min_lr_ratio, warmup=spec.warmup, lower_lr_ratio=spec.lower_lr_ratio,
+                    generator=gen)
     return model, fit, time.perf_counter() - start
 
 

@@ -61,10 +61,27 @@ def default_lr(n_potentials: int, dim: int, epsilon: float) -> float:
     return 3e-2 * min(1.0, 4 * epsilon / math.sqrt(dim)) if n_potentials > 1 else 1e-1
 
 
+def default_lower_lr_ratio(dim: int) -> float:
+    """Learning-rate ratio of the strictly lower Cholesky entries of a full ``S_k``: ``1 / sqrt(d)``.
+
+    Adam moves a parameter whose gradient is mostly noise by about ``lr`` per step whatever the
+    batch size. Noise ``delta`` in the ``d^2 / 2`` off-diagonal entries moves the log-weights
+    ``x^T S_k x / (2 eps)`` by ``O(delta d / eps)``, ``sqrt(d)`` times more than the same noise in
+    the ``d`` diagonal entries (``O(delta sqrt(d) / eps)``), so they get ``lr / sqrt(d)``.
+    """
+    return 1.0 / math.sqrt(dim)
+
+
 def fit(model: LightSB, source: Source, target: Source, *, steps: int, batch_size: int | None, lr: float | None,
-        min_lr_ratio: float, warmup: float, generator: torch.Generator | None, progress: bool) -> FitResult:
+        min_lr_ratio: float, warmup: float, generator: torch.Generator | None, progress: bool,
+        lower_lr_ratio: float | None = None) -> FitResult:
     """:meth:`LightSB.fit` (documented there)."""
     _check_options(steps, batch_size, lr, min_lr_ratio, warmup)
+    if lower_lr_ratio is None:
+        lower_lr_ratio = default_lower_lr_ratio(model.dim)
+    elif (isinstance(lower_lr_ratio, bool) or not isinstance(lower_lr_ratio, (int, float))
+          or not (0 < lower_lr_ratio and math.isfinite(lower_lr_ratio))):
+        raise ValueError(f"lower_lr_ratio must be positive, got {lower_lr_ratio!r}")
     gen = generator if generator is not None else block_generator(0, 0, model.r.device)
     xs = _Batches(model, source, "source", batch_size, gen)
     ys = _Batches(model, target, "target", batch_size, gen)
@@ -78,7 +95,8 @@ def fit(model: LightSB, source: Source, target: Source, *, steps: int, batch_siz
         model._init_from(y0, eps, generator=gen, method="potential", spread=2.0)
     start = time.perf_counter()
     try:
-        losses, lrs = _train(model, xs, ys, eps, steps, _schedule(steps, lr, min_lr_ratio, warmup), progress)
+        losses, lrs = _train(model, xs, ys, eps, steps, _schedule(steps, lr, min_lr_ratio, warmup), progress,
+                             float(lower_lr_ratio))
     finally:
         _change_units_(model, 1 / xs.scale, 1 / ys.scale)
     # log c(x) = log c'(x / s_x) and log v(y) = log v'(y / s_y) - d log s_y: the loss in the data's units
@@ -183,16 +201,22 @@ class _Batches:
         return self._raw(m).to(dtype=self.dtype, device=self.dev)
 
 
-def _optimizer(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+def _optimizer(model: LightSB, params: list[Tensor], lr: float, lower_lr_ratio: float) -> torch.optim.Optimizer:
+    """Adam with the strictly lower Cholesky entries (full ``S``) in a group at ``lower_lr_ratio * lr``."""
+    lower = getattr(model, "lower", None)
+    rest = [q for q in params if q is not lower]
+    groups = [{"params": rest, "lr_ratio": 1.0}]
+    if lower is not None and any(q is lower for q in params):
+        groups.append({"params": [lower], "lr_ratio": lower_lr_ratio})
+    return torch.optim.Adam(groups, lr=lr, foreach=True)
 
 
 def _train(model: LightSB, xs: _Batches, ys: _Batches, eps: float, steps: int, schedule: list[float],
-           progress: bool) -> tuple[Tensor, Tensor]:
+           progress: bool, lower_lr_ratio: float = 1.0) -> tuple[Tensor, Tensor]:
     """The loop in standardised units; returns the host copies of the losses (standardised) and the lrs."""
     dev = model.r.device
     params = [q for q in model.parameters() if q.requires_grad]
-    opt = _optimizer(params, schedule[0])
+    opt = _optimizer(model, params, schedule[0], lower_lr_ratio)
     losses = torch.empty(steps, dtype=torch.float64, device=dev)  # stays on the device between checks
     finite = torch.ones(steps, 2, dtype=torch.bool, device=dev)  # source, target batch of each step
     monitor = _Monitor(params, steps, model.dim, (xs.name, ys.name))
@@ -202,7 +226,8 @@ def _train(model: LightSB, xs: _Batches, ys: _Batches, eps: float, steps: int, s
 
         it = tqdm(it, desc="LightSB", leave=False)
     for s in it:
-        opt.param_groups[0]["lr"] = schedule[s]
+        for group in opt.param_groups:
+            group["lr"] = schedule[s] * group["lr_ratio"]
         x = xs.draw(xs.batch) * (1 / xs.scale)
         y = ys.draw(ys.batch) * (1 / ys.scale)
         for j, (side, batch) in enumerate(((xs, x), (ys, y))):

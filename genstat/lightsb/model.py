@@ -390,7 +390,8 @@ class LightSB(nn.Module):
     # ------------------------------------------------------------------ training
     def fit(self, source: Source, target: Source, *, steps: int = 2000, batch_size: int | None = None,
             lr: float | None = None, min_lr_ratio: float = 1e-2, warmup: float = 0.05,
-            generator: torch.Generator | None = None, progress: bool = False) -> FitResult:
+            lower_lr_ratio: float | None = None, generator: torch.Generator | None = None,
+            progress: bool = False) -> FitResult:
         """Minimise the LightSB loss with Adam and a cosine learning-rate schedule, in standardised units.
 
         Training is scale-free: with ``s_x = sqrt(mean_j Var(x_j))`` and ``s_y`` likewise (from the
@@ -419,6 +420,14 @@ class LightSB(nn.Module):
             and large ``d`` need proportionally smaller steps; ``1e-1`` for ``K = 1``, where the
             weights play no role.
         min_lr_ratio : float
+        lower_lr_ratio : float, optional
+            ``covariance="full"``: the strictly lower Cholesky entries of ``S_k`` train at
+            ``lower_lr_ratio * lr`` (default ``1 / sqrt(d)``; 1 gives one rate for every
+            parameter, as before). Adam moves a parameter whose gradient is mostly noise by about
+            ``lr`` per step at any batch size, and noise in the ``d^2 / 2`` off-diagonal entries
+            moves the log-weights ``x^T S_k x / (2 eps)`` ``sqrt(d)`` times more than noise in the
+            ``d`` diagonal ones. Measured on the authors'-style benchmark pair at d=64, eps=1, K=10,
+            1500 steps: cBW2-UVP 0.77 % with ratio 1, 0.12 % with 0.35, 0.09 % with 1/8 (docs/lightsb.md).
         warmup : float
             Fraction of steps of linear warm-up, in [0, 1).
         generator : torch.Generator, optional
@@ -451,4 +460,5 @@ class LightSB(nn.Module):
         and the parameters are then restored to those of the last check that passed.
         """
         return _training.fit(self, source, target, steps=steps, batch_size=batch_size, lr=lr,
-                             min_lr_ratio=min_lr_ratio, warmup=warmup, generator=generator, progress=progress)
+                             min_lr_ratio=min_lr_ratio, warmup=warmup, generator=generator, progress=progress,
+                             lower_lr_ratio=lower_lr_ratio)

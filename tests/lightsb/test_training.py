@@ -155,3 +155,22 @@ def test_cuda_fit_syncs_only_at_checks():
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) <= 3 * (steps // CHECK_EVERY) + 8, len(syncs)  # a few per check and at the start, not per step
+
+
+def test_lower_cholesky_entries_train_at_lower_lr_ratio():
+    # the strictly lower Cholesky entries have their own Adam group at lower_lr_ratio * lr
+    # (default 1/sqrt(d)); a vanishing ratio freezes them at their zero initialisation
+    from genstat.lightsb._training import default_lower_lr_ratio
+
+    e = random_gaussian_eot(4, 1.0, seed=0)
+    moved = {}
+    for ratio in (1e-12, 1.0):
+        m = LightSB(4, 2, 1.0, dtype=torch.float64)
+        m.fit(e.sample_source, e.sample_target, steps=20, batch_size=256, lr=1e-2, lower_lr_ratio=ratio,
+              generator=block_generator(0, 0))
+        moved[ratio] = float(m.lower.detach().tril(-1).abs().max())
+    assert moved[1e-12] < 1e-9 < 1e-3 < moved[1.0]
+    assert default_lower_lr_ratio(64) == 0.125
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="lower_lr_ratio"):
+            LightSB(4, 1, 1.0).fit(e.sample_source, e.sample_target, steps=1, lower_lr_ratio=bad)
