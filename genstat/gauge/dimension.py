@@ -321,8 +321,8 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
 # its k-th neighbour: those rows equal the direct float64 computation. Rows it cannot prove (ties, points far apart
 # relative to their spacing) go through the same pass in float64, where a point tied with the k-th neighbour to
 # within the float64 rounding of ||a||^2 - 2 a.b + ||b||^2 may take its place (what torch.cdist incurs); a direct
-# float64 pass is left for data too large for that form. The point itself is excluded by index, so a duplicate of it
-# is a neighbour at distance 0.
+# float64 pass takes what remains (all points equal, norms beyond 2^+-400). The point itself is excluded by index,
+# so a duplicate of it is a neighbour at distance 0.
 
 _CHUNK_BYTES = 1 << 28
 
@@ -366,18 +366,24 @@ def _knn_pass(xd: torch.Tensor, rows: torch.Tensor, k: int, dtype: torch.dtype,
     dev = xd.device
     out = torch.empty(len(rows), k, dtype=torch.float64, device=dev)
     ok = torch.zeros(len(rows), dtype=torch.bool, device=dev)
-    b = (xd - xd.mean(0)).to(dtype)  # centred: distances do not change and the error bound shrinks
-    nb = b.double().pow(2).sum(1)
-    if not float(nb.max()) < torch.finfo(dtype).max / 64:  # ||b||^2 - 2 a.b would overflow
+    # centred (distances do not change, the error bound shrinks) and scaled by a power of two to a largest norm in
+    # [1/2, 1): exact, and it keeps ||b||^2 - 2 a.b from overflowing or flushing to zero
+    xc = xd - xd.mean(0)
+    norm = float(xc.pow(2).sum(1).max().sqrt())
+    if not 2.0**-400 < norm < 2.0**400:  # all points equal, or a range the float64 squares cannot hold
         return out, ok
+    scale = math.ldexp(1.0, -math.frexp(norm)[1])
+    b = (xc * scale).to(dtype)
+    nb = b.double().pow(2).sum(1)
     kc = min(2 * k + 8, n - 1)
     g = max(1, round((n / kc) ** (1 / 3)))  # balances the topk sizes of _smallest
     width = g * g * -(-n // (g * g))
     Bt = torch.zeros(D + 1, width, dtype=dtype, device=dev)
     Bt[:D, :n], Bt[D, :n], Bt[D, n:] = b.T, nb.to(dtype), math.inf
-    # |computed (||b_j||^2 - 2 a.b_j) + ||a||^2 - ||x_i - x_j||^2| <= err_i: rounding to dtype, the (D + 1)-term
-    # dot product and the sum, with a factor 2 to spare
-    err = (2 * D + 16) * (torch.finfo(dtype).eps / 2) * (nb.sqrt() + nb.max().sqrt()).pow(2)
+    # |computed (||b_j||^2 - 2 a.b_j) + ||a||^2 - scale^2 ||x_i - x_j||^2| <= err_i: rounding to dtype, the
+    # (D + 1)-term dot product and the sum, with a factor 2 to spare, plus underflow (flushed to zero or not)
+    fin = torch.finfo(dtype)
+    err = (2 * D + 16) * (fin.eps / 2) * (nb.sqrt() + nb.max().sqrt()).pow(2) + 8 * (D + 2) * fin.tiny
     slack = 1.0 - 4 * (D + 2) * torch.finfo(torch.float64).eps  # rounding of the direct float64 distances
     tie = 2 * err if dtype == torch.float64 else torch.zeros_like(err)
     per = max(1, min(chunk_bytes // (width * b.element_size()), chunk_bytes // (kc * D * 8)))
@@ -390,7 +396,7 @@ def _knn_pass(xd: torch.Tensor, rows: torch.Tensor, k: int, dtype: torch.dtype,
         q = _sqdist(xd, r, cols.clamp_max(n - 1)).sort(1).values
         cut = v.amax(1).double()  # every other point has a computed value >= cut
         # finite values: no padding or self among the candidates; with kc = n - 1 they are all the other points
-        proved = (cut + nb[r] - err[r]) * slack > q[:, k - 1] - tie[r]
+        proved = (cut + nb[r] - err[r]) * slack > q[:, k - 1] * scale**2 - tie[r]
         out[lo:lo + c] = q[:, :k]
         ok[lo:lo + c] = torch.isfinite(cut) & (proved | (kc == n - 1))
     return out, ok

@@ -35,12 +35,14 @@ def _data(name: str) -> torch.Tensor:
         return 1e3 + 1e-3 * torch.randn(300, 4, generator=g, dtype=D64)
     if name == "float32":
         return torch.randn(300, 6, generator=g)
-    if name == "huge":  # too large for ||b||^2 - 2 a.b in float64: the direct pass
+    if name == "tiny":  # squares below float32's smallest number: the pass scales by a power of two first
+        return 1e-30 * torch.randn(300, 5, generator=g, dtype=D64)
+    if name == "huge":  # norms beyond 2^400: the direct pass
         return 1e153 * torch.randn(100, 3, generator=g, dtype=D64)
     raise KeyError(name)
 
 
-DATA = ["gauss_R5", "plane_R50", "duplicates", "lattice", "offset", "float32", "huge"]
+DATA = ["gauss_R5", "plane_R50", "duplicates", "lattice", "offset", "float32", "tiny", "huge"]
 
 
 @pytest.mark.parametrize("name", DATA)
@@ -91,8 +93,22 @@ def test_knn_passes(monkeypatch):
     assert calls[0][0] == torch.float32 and calls[0][2] < 300
     assert calls[1] == (torch.float64, 300 - calls[0][2], 300 - calls[0][2])
     calls.clear()
+    _knn_distances(_data("tiny"), 5)
+    assert calls == [(torch.float32, 300, 300)]
+    calls.clear()
     _knn_distances(_data("huge"), 5)
     assert [c[2] for c in calls] == [0, 0]
+
+
+def test_knn_direct_pass(monkeypatch):
+    """The direct float64 pass alone (as when neither candidate pass proves a row) equals the brute force."""
+    def prove_nothing(xd, rows, k, dtype, chunk_bytes):
+        return torch.zeros(len(rows), k, dtype=D64), torch.zeros(len(rows), dtype=torch.bool)
+
+    monkeypatch.setattr(dimension, "_knn_pass", prove_nothing)
+    for name in ("plane_R50", "duplicates", "lattice"):
+        x = _data(name)
+        assert_close(_knn_distances(x, 5, chunk_bytes=1 << 16), _brute(x, 5), rtol=1e-13, atol=0)
 
 
 def test_knn_memory_is_bounded():
