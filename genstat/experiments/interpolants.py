@@ -247,7 +247,8 @@ class _Stream:
 
     def __call__(self, n: int, generator=None, device=None) -> torch.Tensor:
         if self.i + n > self.x.shape[0]:
-            raise RuntimeError(f"pre-drawn data exhausted: {self.x.shape[0]} rows, asked for rows {self.i}..{self.i + n}")
+            raise RuntimeError(f"pre-drawn data exhausted: {self.x.shape[0]} rows, asked for rows "
+                               f"{self.i}..{self.i + n}")
         self.i += n
         return self.x[self.i - n:self.i]
 
@@ -302,7 +303,8 @@ def _train_row(r, matchers, p: BenchParams, seed: int, source, target):
 
 
 def _bench_rows(p: BenchParams, run: Run):
-    """The rows to train (torchcfm's dropped with a log line when it is missing) and its matchers."""
+    """The rows to train (torchcfm's dropped with a log line when it is missing), torchcfm's matchers
+    (None without it) and the fair anchors among the rows that run."""
     names = [r.name for r in p.variants] + [r.name for r in p.torchcfm]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -328,10 +330,10 @@ def _versus_fair(df: pd.DataFrame, fair: list[str]):
     """Per sampler: the best fair anchor (lowest mean W2), each row's W2 ratio of means to it and its
     per-seed wins (W: lower W2 on that seed, L: not lower)."""
     best, ratio, wins = {}, {}, {}
+    if not fair:
+        return best, ratio, wins
     for spec, d in df.groupby("sampler", sort=False):
         means = d.groupby("method", sort=False).w2.mean()
-        if not fair:
-            continue
         b = means[fair].idxmin()
         best[spec] = b
         ref = d[d.method == b].set_index("seed").w2
