@@ -194,7 +194,14 @@ def id_score_svd(score: Score, x0: torch.Tensor, *, sigma: float, n_neighbors: i
     sv = torch.linalg.svdvals(s.double())  # (n, D) decreasing
     n_normal = spectral_gap(sv, criterion=criterion)
     dims = D - n_normal
-    return IDEstimate(_mode(dims), float(dims.double().mean()), dims, (sv / math.sqrt(K)).mean(0), "score_svd",
+    mode = _mode(dims)
+    agree = float((dims == mode).double().mean())
+    if agree < 0.8:
+        warnings.warn(f"id_score_svd: only {agree:.0%} of the points give the modal dimension {mode} at sigma={sigma:g} "
+                      f"(mean {float(dims.double().mean()):.2f}): sigma is comparable to a tangent scale of the data or "
+                      "to its curvature radius, so the spectral gap is ambiguous; rerun at a smaller sigma (the "
+                      "estimate should not change between two sigmas)", RuntimeWarning, stacklevel=2)
+    return IDEstimate(mode, float(dims.double().mean()), dims, (sv / math.sqrt(K)).mean(0), "score_svd",
                       **_mean_stderr(dims))
 
 
@@ -310,8 +317,12 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
     lid = D + sigma**2 * (torch.diagonal(J, dim1=1, dim2=2).sum(1) + (s * s).sum(1))
     A = torch.eye(D, dtype=torch.float64) + sigma**2 * J
     eig = torch.linalg.eigvalsh(0.5 * (A + A.transpose(1, 2))).flip(1)
-    return IDEstimate(int(round(float(lid.median()))), float(lid.mean()), lid, eig.mean(0), "flipd",
-                      **_mean_stderr(lid))
+    mean = float(lid.mean())
+    if abs(mean - round(mean)) > 0.25:
+        warnings.warn(f"id_flipd: the mean LID {mean:.2f} at sigma={sigma:g} is far from an integer: sigma is "
+                      "comparable to a tangent scale of the data (or the score is inexact at this sigma); rerun at "
+                      "a smaller sigma and look for a plateau of the LID over sigma", RuntimeWarning, stacklevel=2)
+    return IDEstimate(int(round(float(lid.median()))), mean, lid, eig.mean(0), "flipd", **_mean_stderr(lid))
 
 
 # --- k nearest neighbours -------------------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ def test_score_estimators_stderr_is_point_spread():
     assert math.isnan(one.stderr) and one.n_samples == 1
 
 
+@pytest.mark.filterwarnings("ignore:id_flipd:RuntimeWarning")  # sigma = 0.3 is meant to be biased here
 def test_flipd_interval_coverage():
     """Mean LID on the coordinate 5-plane of R^8 with its exact score: LID(x) = d - d s^2/q + s^2 |x|^2 / q^2
     (q = 1 + s^2, |x|^2 ~ chi2_d), so E LID = d - d s^2/q + d s^2/q^2; the t interval covers it at ~95 %."""
@@ -297,3 +298,23 @@ def test_bad_knn_inputs():
         id_mle(torch.full((10, 2), math.nan))
     with pytest.raises(ValueError, match="average must be"):
         id_mle(x, average="median")
+
+
+def test_score_svd_and_flipd_warn_when_sigma_meets_a_tangent_scale():
+    # issue 16: on a subspace whose smallest tangent scale is 0.1, score-SVD and FLIPD at the default
+    # sigma = 0.1 silently gave 3 (3.40) and 3.68 for d = 4 with the exact score. They now warn; at a
+    # sigma below the smallest scale both are right and quiet.
+    import warnings as _w
+
+    from genstat.datasets import LinearSubspace
+
+    m = LinearSubspace(4, 12, scale=[1.0, 0.5, 0.2, 0.1], generator=torch.Generator().manual_seed(0))
+    x0 = m.sample(20, torch.Generator().manual_seed(1))
+    with pytest.warns(RuntimeWarning, match="only .* of the points"):
+        id_score_svd(m.score, x0, sigma=0.1, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(RuntimeWarning, match="far from an integer"):
+        id_flipd(m.score, x0, 0.1)
+    with _w.catch_warnings():
+        _w.simplefilter("error", RuntimeWarning)
+        assert id_score_svd(m.score, x0, sigma=0.01, generator=torch.Generator().manual_seed(2)).dimension == 4
+        assert id_flipd(m.score, x0, 0.01).dimension == 4
