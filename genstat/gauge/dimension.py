@@ -335,7 +335,8 @@ def id_flipd(score: Score, x: torch.Tensor, sigma: float) -> IDEstimate:
 # float64 pass takes what remains (all points equal, norms beyond 2^+-400). The point itself is excluded by index,
 # so a duplicate of it is a neighbour at distance 0.
 
-_CHUNK_BYTES = 1 << 28
+# 32 MiB: a chunk stays in L3 between the matmul and the group minima (single thread, n = 5e4: 1.6x faster than 256)
+_CHUNK_BYTES = 1 << 25
 
 
 def _ieee_float32_matmul(device: torch.device) -> bool:
