@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from genstat.gauge import dimension
-from genstat.gauge.dimension import _knn_distances
+from genstat.gauge import _knn
+from genstat.gauge._knn import knn_distances as _knn_distances
 
 D64 = torch.float64
 
@@ -78,14 +78,14 @@ def test_knn_chunking_is_invisible(name):
 def test_knn_passes(monkeypatch):
     """Well-separated data are proved by the float32 pass; exact ties need float64; huge data the direct pass."""
     calls = []
-    real = dimension._knn_pass
+    real = _knn._knn_pass
 
     def spy(xd, rows, k, dtype, chunk_bytes):
         out, ok = real(xd, rows, k, dtype, chunk_bytes)
         calls.append((dtype, len(rows), int(ok.sum())))
         return out, ok
 
-    monkeypatch.setattr(dimension, "_knn_pass", spy)
+    monkeypatch.setattr(_knn, "_knn_pass", spy)
     _knn_distances(_data("gauss_R5"), 5)
     assert calls == [(torch.float32, 300, 300)]
     calls.clear()
@@ -105,7 +105,7 @@ def test_knn_direct_pass(monkeypatch):
     def prove_nothing(xd, rows, k, dtype, chunk_bytes):
         return torch.zeros(len(rows), k, dtype=D64), torch.zeros(len(rows), dtype=torch.bool)
 
-    monkeypatch.setattr(dimension, "_knn_pass", prove_nothing)
+    monkeypatch.setattr(_knn, "_knn_pass", prove_nothing)
     for name in ("plane_R50", "duplicates", "lattice"):
         x = _data(name)
         assert_close(_knn_distances(x, 5, chunk_bytes=1 << 16), _brute(x, 5), rtol=1e-13, atol=0)
@@ -133,7 +133,7 @@ def test_smallest_by_group_minima(g1, g2):
     width = g1 * g2 * 13
     s = torch.randint(0, 50, (6, width), generator=gen).float()  # many ties
     s[:, -5:] = math.inf  # padding
-    v, cols = dimension._smallest(s, 9, g1, g2)
+    v, cols = _knn._smallest(s, 9, g1, g2)
     assert torch.equal(v.sort(1).values, s.sort(1).values[:, :9])
     assert torch.equal(torch.gather(s, 1, cols), v)
     assert all(len(set(row.tolist())) == 9 for row in cols)  # distinct columns
