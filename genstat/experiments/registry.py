@@ -15,7 +15,7 @@ from pydantic import BaseModel
 __all__ = ["KIND_MODULES", "Kind", "experiment", "get_kind", "list_kinds"]
 
 #: modules under genstat.experiments that register kinds (missing ones are skipped)
-KIND_MODULES = ("mc", "interpolants", "lightsb", "gauge", "importance", "cumulants", "td", "quickstart")
+KIND_MODULES = ("mc", "interpolants", "interpolants_nfe", "lightsb", "gauge", "importance", "cumulants", "td", "quickstart")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from genstat.experiments.config import ExperimentConfig, apply_overrides
-from genstat.experiments.interpolants import BenchParams, NFEParams, Toy2dParams, run_bench, run_nfe, run_toy2d
+from genstat.experiments.interpolants import BenchParams, Toy2dParams, run_bench, run_toy2d
+from genstat.experiments.interpolants_nfe import NFEParams, run_nfe
 from genstat.experiments.runner import Run
 
 ROOT = Path(__file__).resolve().parents[2]
