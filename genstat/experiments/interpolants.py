@@ -13,14 +13,13 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genstat.datasets import TOY2D_NAMES, toy2d_sampler
 from genstat.interpolants import Interpolant, fit, sample_ode, sample_sde, score_from_eta
-from genstat.mc import block_generator, block_seed
+from genstat.mc import block_generator
 from genstat.metrics import wasserstein2
 from genstat.nn import TimeMLP
 
@@ -261,32 +260,38 @@ def _import_torchcfm():
     return {"I-CFM": ConditionalFlowMatcher, "OT-CFM": ExactOptimalTransportConditionalFlowMatcher}
 
 
+def _torchcfm_batch(fm, x0: torch.Tensor, x1: torch.Tensor, g: torch.Generator):
+    """torchcfm's ``sample_location_and_conditional_flow`` with its three random draws (the pairs from the
+    OT plan, t, the path noise) taken from ``g`` instead of the global torch / numpy RNGs: the plan
+    (``ot_sampler.get_map``), the path (``sample_xt``) and the target (``compute_conditional_flow``) are
+    torchcfm's own."""
+    if hasattr(fm, "ot_sampler"):
+        pi = torch.as_tensor(fm.ot_sampler.get_map(x0, x1), dtype=torch.float64).flatten()
+        k = torch.multinomial(pi / pi.sum(), x0.shape[0], replacement=True, generator=g)
+        x0, x1 = x0[k // x1.shape[0]], x1[k % x1.shape[0]]
+    t = torch.rand(x0.shape[0], generator=g, dtype=x0.dtype)
+    xt = fm.sample_xt(x0, x1, t, torch.randn(x0.shape, generator=g, dtype=x0.dtype))
+    return t, xt, fm.compute_conditional_flow(x0, x1, t, xt)
+
+
 def _train_torchcfm(r: TorchCFMConfig, matchers, model, source, target, steps: int, seed: int) -> tuple[float, float]:
-    """Train ``model`` the way torchcfm documents it; (wall s, CPU s) of the loop. torchcfm draws t, the
-    path noise and the pairs from its OT plan from the global torch and numpy RNGs: they are seeded
-    from ``seed`` for the loop and restored after it."""
+    """Train ``model`` the way torchcfm documents it; (wall s, CPU s) of the loop."""
     fm = matchers[r.matcher](sigma=r.sigma)
     opt = torch.optim.Adam(model.parameters(), lr=r.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if r.lr_schedule == "cosine" else None
     g = block_generator(seed, 0, stream=7)  # the toy samplers' draws when they are called per step
-    np_state, s = np.random.get_state(), block_seed(seed, 0, stream=8)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            np.random.seed(s % 2**32)
-            model.train()
-            w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                t, xt, ut = fm.sample_location_and_conditional_flow(source(r.batch_size, g), target(r.batch_size, g))
-                loss = (model(t, xt) - ut).pow(2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    finally:
-        np.random.set_state(np_state)
+    g_cfm = block_generator(seed, 0, stream=8)  # torchcfm's draws
+    model.train()
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        t, xt, ut = _torchcfm_batch(fm, source(r.batch_size, g), target(r.batch_size, g), g_cfm)
+        loss = (model(t, xt) - ut).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     model.eval()
     return wall, cpu
 
