@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from genstat.datasets import FlatTorus, GaussianMixture, LinearSubspace, Sphere, SwissRoll
+
 from .bounds import MAX_BATCH, MAX_DEPTH, MAX_LIST, MAX_LR, MAX_SAMPLES, MAX_SCALE, MAX_STEPS, MAX_WIDTH
 from .registry import experiment
 from .runner import Run, markdown_table
@@ -17,22 +19,16 @@ from .runner import Run, markdown_table
 # name -> (constructor given a generator for the frame, length scale of the data): every noise level of the
 # experiment is multiplied by the scale (the swiss roll has scikit-learn's radii 5-14 and height 21).
 MANIFOLDS = {
-    "linear5_R20": (lambda g: _ds().LinearSubspace(5, 20, generator=g), 1.0),
-    "sphere2_R10": (lambda g: _ds().Sphere(2, 10, generator=g), 1.0),
-    "swiss_roll_R3": (lambda g: _ds().SwissRoll(3, generator=g), 5.0),
-    "linear10_R50": (lambda g: _ds().LinearSubspace(10, 50, generator=g), 1.0),
-    "sphere3_R8": (lambda g: _ds().Sphere(3, 8, generator=g), 1.0),
-    "aniso4_R12": (lambda g: _ds().LinearSubspace(4, 12, scale=[1.0, 0.5, 0.2, 0.1], generator=g), 1.0),
-    "clifford_torus_R4": (lambda g: _ds().FlatTorus(2, 4, generator=g), 1.0),
+    "linear5_R20": (lambda g: LinearSubspace(5, 20, generator=g), 1.0),
+    "sphere2_R10": (lambda g: Sphere(2, 10, generator=g), 1.0),
+    "swiss_roll_R3": (lambda g: SwissRoll(3, generator=g), 5.0),
+    "linear10_R50": (lambda g: LinearSubspace(10, 50, generator=g), 1.0),
+    "sphere3_R8": (lambda g: Sphere(3, 8, generator=g), 1.0),
+    "aniso4_R12": (lambda g: LinearSubspace(4, 12, scale=[1.0, 0.5, 0.2, 0.1], generator=g), 1.0),
+    "clifford_torus_R4": (lambda g: FlatTorus(2, 4, generator=g), 1.0),
 }
 ManifoldName = Literal["linear5_R20", "sphere2_R10", "swiss_roll_R3", "linear10_R50", "sphere3_R8", "aniso4_R12",
                        "clifford_torus_R4"]
-
-
-def _ds():
-    import genstat.datasets
-
-    return genstat.datasets
 
 
 def manifold_block(name: str) -> int:
@@ -338,8 +334,6 @@ class GaugeFlowParams(BaseModel):
 
 def _flow_target():
     # three anisotropic unequal components in 2-D: far from Gaussian, no symmetry making W x a gauge term
-    from genstat.datasets import GaussianMixture
-
     D64 = torch.float64
     covs = torch.tensor([[[0.3, 0.1], [0.1, 0.1]], [[0.1, 0.0], [0.0, 0.5]], [[0.2, -0.05], [-0.05, 0.15]]], dtype=D64)
     return GaussianMixture(torch.tensor([0.5, 0.3, 0.2], dtype=D64),
@@ -366,7 +360,7 @@ def run_flow(p: GaugeFlowParams, run: Run) -> None:
         base = ProbabilityFlow(lambda x, t: x, kind)
         pt = lambda t: p0.noised(base.alpha(t), base.noise_sd(t))  # noqa: E731
         exact = lambda x, t: pt(t).score(x)  # noqa: E731
-        fields = {  # noqa: E731 (lambdas closing over the schedule)
+        fields = {
             "exact score": exact,
             "score + gauge term W grad log p_t": lambda x, t: exact(x, t) + exact(x, t) @ W.T,
             # scaled like the score so the ODE stays non-stiff at large VE noise
@@ -376,6 +370,7 @@ def run_flow(p: GaugeFlowParams, run: Run) -> None:
         x_top = pt(t1).sample(p.n_samples, run.generator(11 + row))
         target = pt(t0)
         truth_ll = target.log_prob(x_test)
+        exact_mean_log_prob = float(target.log_prob(target.sample(p.n_samples, run.generator(41))).mean())
         axes[row, 0].scatter(*target.sample(4000, run.generator(21 + row)).T, s=1, alpha=0.3, color="k")
         axes[row, 0].set_title(f"{kind}: exact p at t0 = {t0:g}", fontsize=9)
         for col, (name, score) in enumerate(fields.items(), start=1):
@@ -397,7 +392,7 @@ def run_flow(p: GaugeFlowParams, run: Run) -> None:
                 stats.std(0) / math.sqrt(p.n_samples))
             run.add_results(dict(schedule=kind, field=name, part="sde_moments", steps=p.sde_steps,
                                  max_abs_z=float(z.abs().max()), mean_log_prob_of_samples=float(target.log_prob(xs).mean()),
-                                 exact_mean_log_prob=float(target.log_prob(target.sample(p.n_samples, run.generator(41))).mean()),
+                                 exact_mean_log_prob=exact_mean_log_prob,
                                  wall_time=time.perf_counter() - t_start))
             run.log(f"{kind} {name}: ODE max |log-lik error| {float(err.abs().max()):.2e} at {p.ode_steps[-1]} steps; "
                     f"SDE moments max |z| {float(z.abs().max()):.1f}")
