@@ -308,6 +308,40 @@ def _final_sample(prop: FrozenProposal, inp: InputSet, phis, J: int, allow_negat
     return est, se, cov, n_final
 
 
+def _batch_sizes(budget: int, d: int, batch_fraction: float, max_adaptive_fraction: float) -> tuple[int, int]:
+    """(points per batch, most points the adaptation may use); a budget too small for two batches raises."""
+    nb, max_adapt = int(batch_fraction * budget), int(max_adaptive_fraction * budget)
+    if nb < d + 2 or 2 * nb > max_adapt or budget - 2 * nb < 2:
+        raise ValueError(
+            f"budget={budget} is too small for one adaptation step: batches of "
+            f"batch_fraction*budget={nb} points (need >= d+2={d + 2}) and two of them within "
+            f"max_adaptive_fraction*budget={max_adapt}"
+        )
+    return nb, max_adapt
+
+
+def _balance_log_density(logq: list[torch.Tensor], counts: list[int], used: int) -> torch.Tensor:
+    """log h on all points: the balance heuristic h = sum_k (n_k / n) q_k over the proposals used so far."""
+    share = torch.tensor(counts, dtype=torch.float64, device=logq[0].device) / used
+    return torch.logsumexp(torch.stack(logq, 1) + torch.log(share)[None], 1)
+
+
+def _extend_log_proposals(logq, proposals, prop, Xn, log_fbar_n, lga_n, logG, log_fbar_all) -> list[torch.Tensor]:
+    """The balance-heuristic bookkeeping after a batch ``Xn`` from ``prop``: every earlier proposal's
+    log-density appended on the new points, and ``prop``'s on all points as a new row."""
+    logq = [torch.cat([q, p.log_prob(p.log_components(Xn), log_fbar_n)]) for q, p in zip(logq, proposals)]
+    return logq + [torch.cat([prop.log_prob(logG, log_fbar_all), lga_n])]
+
+
+def _chosen_iteration(batch_var: list[torch.Tensor], w: torch.Tensor, final: str) -> int:
+    """The sampler with the smallest estimated criterion sum_j w_j sigma^2_{j,k} (RQMC needs a fitted one)."""
+    scores = [float((w * v).sum()) for v in batch_var]
+    chosen = min(range(len(scores)), key=scores.__getitem__)
+    if final == "rqmc" and chosen == 0:
+        chosen = 1 + min(range(len(scores) - 1), key=lambda i: scores[i + 1])
+    return chosen
+
+
 def aiscv(
     phis: Callable[[torch.Tensor], torch.Tensor],
     inputs,
@@ -407,15 +441,8 @@ def aiscv(
         raise TypeError(f"phis must be callable, got {type(phis).__name__}")
     _check_options(budget, family, final, defensive, batch_fraction, patience, alpha_floor, max_adaptive_fraction)
     inp = InputSet(inputs)
-    N, d = budget, inp.d
-    nb = int(batch_fraction * N)
-    max_adapt = int(max_adaptive_fraction * N)
-    if nb < d + 2 or 2 * nb > max_adapt or N - 2 * nb < 2:
-        raise ValueError(
-            f"budget={budget} is too small for one adaptation step: batches of "
-            f"batch_fraction*budget={nb} points (need >= d+2={d + 2}) and two of them within "
-            f"max_adaptive_fraction*budget={max_adapt}"
-        )
+    N = budget
+    nb, max_adapt = _batch_sizes(budget, inp.d, batch_fraction, max_adaptive_fraction)
     comps = 1 if family == "gaussian" else 2
 
     # --- iteration 0: a sample from the inputs (or their equal mixture)
@@ -447,9 +474,7 @@ def aiscv(
     while used + nb <= max_adapt:
         k = len(proposals)
         # balance heuristic: h = sum_k (n_k / n) q_k over all proposals used so far
-        logh = torch.logsumexp(
-            torch.stack(logq, 1) + torch.log(torch.tensor(counts, dtype=torch.float64, device=X.device) / used)[None], 1
-        )
+        logh = _balance_log_density(logq, counts, used)
         Wt = _ratio(logf, logh[:, None], "importance weight")
         fam = fit_cross_entropy(X, Wt * Y.abs(), components=comps, cov_floor=cov_floor)
         logG = fam.log_prob(X)
@@ -466,10 +491,7 @@ def aiscv(
         beta, est_k, var_k = _beta_step(Yn, logfn, logGn, lga_n)
         prop = FrozenProposal(fam, alpha, beta, float(defensive))
         # the balance-heuristic bookkeeping: every proposal on the new points, the new one on all
-        new_rows = [p.log_prob(p.log_components(Xn), log_fbar_n) for p in proposals]
-        new_rows.append(lga_n)
-        logq = [torch.cat([q, r]) for q, r in zip(logq, new_rows[:-1])]
-        logq.append(torch.cat([prop.log_prob(logG, log_fbar_all), lga_n]))
+        logq = _extend_log_proposals(logq, proposals, prop, Xn, log_fbar_n, lga_n, logG, log_fbar_all)
         X, Y, logf = torch.cat([X, Xn]), torch.cat([Y, Yn]), torch.cat([logf, logfn])
         log_fbar_all = torch.cat([log_fbar_all, log_fbar_n])
         counts.append(nb)
@@ -489,10 +511,7 @@ def aiscv(
     # freeze the sampler with the smallest estimated criterion sum_j w_j sigma^2_{j,k}, the initial
     # one (fbar, no control variate) included; the choice uses adaptation data only, so the final
     # sample stays fresh and the estimate unbiased
-    scores = [float((w_dev * v).sum()) for v in batch_var]
-    chosen = min(range(len(scores)), key=scores.__getitem__)
-    if final == "rqmc" and chosen == 0:
-        chosen = 1 + min(range(len(scores) - 1), key=lambda i: scores[i + 1])
+    chosen = _chosen_iteration(batch_var, w_dev, final)
     prop = proposals[chosen]
     n_final = N - used
     seed = draw_seed(gen)
