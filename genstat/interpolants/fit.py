@@ -1,12 +1,14 @@
 """Training loop for the fields of a stochastic interpolant: any ``torch.nn.Module`` taking (t, x)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +26,7 @@ from .paths import FIELDS, Interpolant
 __all__ = ["FitResult", "fit", "TIME_SAMPLINGS", "sample_times"]
 
 TIME_SAMPLINGS = ("uniform", "stratified", "logit_normal")
+MIXED_PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 Source = Callable[..., torch.Tensor] | torch.Tensor | None
 
 
@@ -210,6 +213,35 @@ def _check_args(interpolant, model, source, target, *, generator, field, steps, 
         raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
 
 
+def _check_mixed_precision(mixed_precision, model) -> None:
+    if mixed_precision is None:
+        return
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISIONS)}, got {mixed_precision!r}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes - {torch.float32}:
+        raise ValueError(f"mixed_precision={mixed_precision!r} needs float32 parameters, the model has "
+                         f"{sorted(str(d) for d in dtypes)}")
+
+
+def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list, grad_clip: float | None,
+                    scaler) -> None:
+    """Backward pass, optional clipping of the (unscaled) gradients, optimiser step."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
+
+
 def _schedule(opt: torch.optim.Optimizer, lr_schedule: str, steps: int, warmup_steps: int):
     """The learning-rate scheduler of :func:`fit` (None for a constant rate without warm-up)."""
     if not warmup_steps:  # kept as before, so that earlier runs reproduce bit for bit
@@ -279,7 +311,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         callback: Callable[[int, float], None] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None, grad_clip: float | None = None,
         warmup_steps: int = 0, checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 100, labels: torch.Tensor | None = None, label_dropout: float = 0.0) -> FitResult:
+        checkpoint_every: int = 100, labels: torch.Tensor | None = None, label_dropout: float = 0.0,
+        mixed_precision: str | None = None) -> FitResult:
     """Fit ``model(t, x)`` (or a conditional ``model(t, x, c)``) to the field ``field`` of ``interpolant``
     by stochastic gradient descent.
 
@@ -353,6 +386,13 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         context row) with this probability, one uniform per pair from ``generator``, so that the
         model also learns the unconditional field that :func:`guided` needs (Ho & Salimans 2022).
         Unlabelled fits draw exactly as before (no extra draws).
+    mixed_precision : str, optional
+        ``"bfloat16"`` or ``"float16"``: the model's forward pass and the loss run under
+        ``torch.autocast`` on the parameters' device with that dtype (the parameters, the optimiser
+        state and the loss record stay float32). ``"float16"`` scales the loss with
+        ``torch.amp.GradScaler`` (its state is checkpointed); steps whose gradients overflow are
+        skipped by the scaler and their loss is still recorded. Meant for CUDA (``"bfloat16"`` also
+        works on CPU, usually slower there); needs float32 parameters. ``None`` (default): off.
 
     Returns
     -------
@@ -383,6 +423,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                 batch_size=batch_size, lr=lr, coupling=coupling, antithetic=antithetic, time_sampling=time_sampling,
                 lr_schedule=lr_schedule, ema=ema, coupling_every=coupling_every, grad_clip=grad_clip,
                 warmup_steps=warmup_steps, checkpoint_every=checkpoint_every)
+    _check_mixed_precision(mixed_precision, model)
     _check_labels(labels, model, source, target, coupling, label_dropout)
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
@@ -391,6 +432,9 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(f"optimizer must build a torch.optim.Optimizer, got {type(opt).__name__}")
     sched = _schedule(opt, lr_schedule, steps, warmup_steps)
+    scaler = torch.amp.GradScaler(dev.type) if mixed_precision == "float16" else None
+    autocast = (contextlib.nullcontext() if mixed_precision is None
+                else torch.autocast(dev.type, dtype=MIXED_PRECISIONS[mixed_precision]))
     ema_model = copy.deepcopy(model) if ema is not None else None
     if ema_model is not None:
         ema_params = [p for p in ema_model.parameters()]
@@ -402,6 +446,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
     start, spent = 0, (0.0, 0.0)
     parts = dict(model=model, optimizer=opt, scheduler=sched, ema=ema_model)  # what a checkpoint holds
+    if scaler is not None:
+        parts["scaler"] = scaler
     ckpt = None if checkpoint is None else Path(checkpoint)
     if ckpt is not None:
         fingerprint = dict(interpolant=repr(interpolant), field=field, steps=steps, batch_size=batch_size, lr=lr,
@@ -410,6 +456,8 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
                            reg=reg, grad_clip=grad_clip, warmup_steps=warmup_steps, optimizer=type(opt).__name__)
         if labels is not None or label_dropout:  # only then: earlier checkpoints stay valid
             fingerprint.update(labels=labels is not None, label_dropout=label_dropout)
+        if mixed_precision is not None:
+            fingerprint.update(mixed_precision=mixed_precision)
         state = _checkpoint.load(ckpt, fingerprint)
         if state is not None:
             start, pool, spent = _checkpoint.restore(state, parts, generator, losses, dev)
@@ -429,17 +477,17 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         t = sample_times(batch_size, time_sampling, generator, t_range=t_range, dtype=dtype, device=dev)
         z = torch.randn(x1.shape, generator=generator, device=gdev, dtype=dtype).to(dev) \
             if interpolant.has_noise else None
-        loss = interpolant_loss(interpolant, model, x0, x1, t, z, field=field, antithetic=antithetic, c=c)
+        with autocast:
+            loss = interpolant_loss(interpolant, model, x0, x1, t, z, field=field, antithetic=antithetic, c=c)
+        loss = loss.float()
         lv = float(loss.detach())
         if not math.isfinite(lv):
             raise FloatingPointError(f"training produced a non-finite loss ({lv}) at step {step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
+        _optimizer_step(loss, opt, params, grad_clip, scaler)
         if sched is not None:
-            sched.step()
+            with warnings.catch_warnings():  # a step the float16 scaler skipped still advances the schedule
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+                sched.step()
         if ema_model is not None:
             with torch.no_grad():
                 decay = min(ema, (2.0 + step) / (11.0 + step))
