@@ -486,7 +486,7 @@ def fit(interpolant: Interpolant, model: torch.nn.Module, source: Source, target
         _optimizer_step(loss, opt, params, grad_clip, scaler)
         if sched is not None:
             with warnings.catch_warnings():  # a step the float16 scaler skipped still advances the schedule
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
                 sched.step()
         if ema_model is not None:
             with torch.no_grad():
